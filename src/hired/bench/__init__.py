@@ -1,0 +1,1 @@
+"""Efficiency measurement: time to first token, decode throughput, latency, peak memory."""

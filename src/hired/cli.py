@@ -1,0 +1,131 @@
+"""The `hired` command line: run, bench, eval, viz."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from hired.errors import HiREDError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="HiRED token dropping for LLaVA-NeXT / LLaVA-1.5.")
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+
+
+@app.callback()
+def root() -> None:
+    """HiRED token dropping for LLaVA-NeXT / LLaVA-1.5."""
+
+
+def cli_errors(fn: Callable) -> Callable:
+    """Bad input ends the command with a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except HiREDError as error:
+            errors.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def hired_config(budget: str, alpha: float, allocation: str, method: str, init_layer: int = 0,
+                 final_layer: int | None = None):
+    from hired.config import HiREDConfig, parse_budget
+
+    return HiREDConfig(budget=parse_budget(budget), alpha=alpha, allocation=allocation, method=method,
+                       init_layer=init_layer, final_layer=final_layer)
+
+
+def format_bytes(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+@app.command()
+@cli_errors
+def run(
+    image: str = typer.Option(..., "--image", "-i", help="Picture file to ask about."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="Question about the picture."),
+    budget: str = typer.Option("0.2", help="Share of visual tokens to keep (0.2) or a token count (576)."),
+    alpha: float = typer.Option(0.5, help="Share of the budget for the full-image view."),
+    allocation: str = typer.Option("exact", help="exact, or official (the published code's rounding)."),
+    method: str = typer.Option("hired", help="Drop policy."),
+    init_layer: int = typer.Option(0, help="ViT layer that measures each sub-image's content."),
+    final_layer: int | None = typer.Option(None, help="ViT layer that ranks tokens (default: feature layer)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local folder or preset name."),
+    max_new_tokens: int = typer.Option(32, help="Tokens to generate."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    """Answer a question about a picture with HiRED applied and show what it cost."""
+    import torch
+
+    import hired
+    from hired.bench.timing import timed_generate
+    from hired.images import load_image
+    from hired.loading import load
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    config = hired_config(budget, alpha, allocation, method, init_layer, final_layer)
+    picture = load_image(image)
+    loaded = load(model, device=device, dtype=dtype)
+    hired.apply(loaded.model, config)
+    inputs = loaded.processor(images=picture, text=loaded.format_prompt(prompt), return_tensors="pt")
+    inputs = inputs.to(loaded.model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
+    output, timing = timed_generate(loaded.model, dict(inputs), max_new_tokens, force_length=loaded.random_weights)
+    answer = loaded.processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+    report = loaded.model.hired_report
+    result = {
+        "model": loaded.name,
+        "random_weights": loaded.random_weights,
+        "answer": answer.strip(),
+        "kept": report.kept,
+        "total": report.total,
+        "llm_image_tokens": report.llm_image_tokens,
+        "llm_image_tokens_full": sum(r.llm_tokens_full for r in report.images),
+        "partition_budgets": report.images[0].partition_budgets,
+        "ttft_s": timing.ttft,
+        "decode_tokens_per_s": timing.decode_tokens_per_s,
+        "latency_s": timing.latency,
+        "new_tokens": timing.new_tokens,
+        "peak_memory_bytes": timing.peak_memory_bytes,
+        "device": str(loaded.model.device),
+    }
+    if as_json:
+        print(json.dumps(result))
+        return
+    if loaded.random_weights:
+        console.print(
+            f"[yellow]Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
+            f"timings are real. Pass --model llava-hf/llava-v1.6-vicuna-7b-hf for a real checkpoint.[/yellow]"
+        )
+    memory_kind = "CUDA max allocated" if loaded.model.device.type == "cuda" else "peak RSS"
+    console.print(f"[bold]Answer:[/bold] {result['answer']}", highlight=False)
+    console.print(
+        f"Visual tokens kept: {report.kept}/{report.total} ({100 * report.kept / report.total:.1f}%), "
+        f"per partition {report.images[0].kept_per_partition}; image tokens to the LLM: "
+        f"{result['llm_image_tokens']} (full model: {result['llm_image_tokens_full']})"
+    )
+    console.print(
+        f"Time to first token: {timing.ttft:.3f} s | decode: {timing.decode_tokens_per_s:.1f} tokens/s "
+        f"({timing.new_tokens} new tokens) | peak memory: {format_bytes(timing.peak_memory_bytes)} ({memory_kind})"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Loading a model and its processor: a hub id or local path, or a random-weight preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hired.errors import HiREDError, UnsupportedModelError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULT_MODEL = "tiny-llava-next"
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    processor: Any
+    name: str
+    random_weights: bool
+
+    def format_prompt(self, question: str, images: int = 1) -> str:
+        """The question as the model expects it, with one image placeholder per image."""
+        token = getattr(self.processor, "image_token", "<image>")
+        if token in question:
+            return question
+        template = getattr(self.processor, "chat_template", None) or getattr(
+            getattr(self.processor, "tokenizer", None), "chat_template", None
+        )
+        if template:
+            content = [{"type": "image"}] * images + [{"type": "text", "text": question}]
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": content}], add_generation_prompt=True
+            )
+        return "\n".join([token] * images + [question])
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HiREDError("--device cuda was asked for but torch sees no CUDA GPU")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise HiREDError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
+    """A LLaVA-NeXT or LLaVA-1.5 checkpoint from the hub or a local folder, as transformers loads it."""
+    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+    classes = {"llava_next": LlavaNextForConditionalGeneration, "llava": LlavaForConditionalGeneration}
+    try:
+        config = AutoConfig.from_pretrained(model_id)
+    except OSError as error:
+        raise HiREDError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
+    if config.model_type not in classes:
+        raise UnsupportedModelError(
+            f"{model_id} is a {config.model_type!r} model; hired supports llava_next and llava checkpoints"
+        )
+    model = classes[config.model_type].from_pretrained(model_id, **kwargs)
+    processor = AutoProcessor.from_pretrained(model_id)
+    return model.eval(), processor
+
+
+def load(spec: str | None = None, device: str = "auto", dtype: str = "auto", **preset_kwargs: Any) -> LoadedModel:
+    """``spec`` is a preset name (random weights), a local folder or a hub id."""
+    from hired import presets
+
+    spec = spec or DEFAULT_MODEL
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
+    if spec in presets.PRESETS:
+        model = presets.build_model(spec, dtype=torch_dtype, device=target, **preset_kwargs)
+        family = presets.PRESETS[spec].family
+        return LoadedModel(model, presets.build_processor(family), spec, random_weights=True)
+    model, processor = load_model_and_processor(spec, dtype=torch_dtype)
+    return LoadedModel(model.to(target), processor, spec, random_weights=False)

@@ -1,0 +1,77 @@
+"""CLS-token attention of chosen ViT layers, captured during the model's own forward.
+
+Forward hooks on a layer's ``q_proj`` and ``k_proj`` see the CLS query and all keys; the
+CLS row softmax(q_cls K^T / sqrt(d)) is computed from them. No N x N matrix is built and the
+attention kernel (SDPA, FlashAttention, eager) is left untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+def cls_attention(q_cls: Tensor, keys: Tensor, num_heads: int) -> Tensor:
+    """CLS row of softmax attention, summed over heads, CLS column dropped.
+
+    q_cls: [B, D] projected CLS query; keys: [B, T, D] projected keys (CLS first).
+    Returns [B, T - 1] attention of the CLS token to each patch token.
+    """
+    B, T, D = keys.shape
+    d = D // num_heads
+    q = q_cls.float().reshape(B, num_heads, 1, d)
+    k = keys.float().reshape(B, T, num_heads, d).transpose(1, 2)  # [B, H, T, d]
+    logits = (q @ k.transpose(-1, -2)).squeeze(-2) * d**-0.5  # [B, H, T]
+    return logits.softmax(-1)[..., 1:].sum(1)
+
+
+class CLSAttentionRecorder:
+    """Records, for each requested layer, the CLS attention [B, T-1] of its last forward."""
+
+    def __init__(self, attention_modules: dict[int, nn.Module], num_heads: int, keep_keys: Sequence[int] = ()):
+        self.attention_modules = attention_modules
+        self.num_heads = num_heads
+        self.keep_keys = set(keep_keys)
+        self.scores: dict[int, Tensor] = {}
+        self.keys: dict[int, Tensor] = {}
+        self._pending: dict[int, dict[str, Tensor]] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _hook(self, layer: int, kind: str):
+        def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+            pending = self._pending.setdefault(layer, {})
+            pending[kind] = output[:, 0].detach() if kind == "q" else output.detach()
+            if len(pending) == 2:  # both projections seen, whatever their order
+                del self._pending[layer]
+                self.scores[layer] = cls_attention(pending["q"], pending["k"], self.num_heads)
+                if layer in self.keep_keys:
+                    self.keys[layer] = pending["k"][:, 1:]
+
+        return hook
+
+    def attach(self) -> None:
+        for layer, attn in self.attention_modules.items():
+            self._handles.append(attn.q_proj.register_forward_hook(self._hook(layer, "q")))
+            self._handles.append(attn.k_proj.register_forward_hook(self._hook(layer, "k")))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._pending.clear()
+
+
+@contextmanager
+def record_cls_attention(
+    attention_modules: dict[int, nn.Module], num_heads: int, keep_keys: Sequence[int] = ()
+) -> Iterator[CLSAttentionRecorder]:
+    """Context manager: hooks attached on entry, always removed on exit (also on errors)."""
+    recorder = CLSAttentionRecorder(attention_modules, num_heads, keep_keys)
+    recorder.attach()
+    try:
+        yield recorder
+    finally:
+        recorder.detach()

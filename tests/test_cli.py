@@ -1,0 +1,76 @@
+"""`hired run` end to end on the offline default model, and its errors."""
+
+import json
+
+import pytest
+from conftest import noise_image
+from typer.testing import CliRunner
+
+from hired.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    noise_image(480, 640).save(path)
+    return path
+
+
+def test_run_prints_answer_tokens_and_timings(picture):
+    result = runner.invoke(app, ["run", "--image", str(picture), "--prompt", "what is the color", "--budget", "0.2",
+                                 "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.output
+    assert "Visual tokens kept: 576/2880 (20.0%)" in result.output
+    assert "Time to first token" in result.output and "tokens/s" in result.output and "peak memory" in result.output
+
+
+def test_run_json_reports_consistent_numbers(picture):
+    result = runner.invoke(app, ["run", "-i", str(picture), "-p", "how many", "--budget", "100", "--json",
+                                 "--max-new-tokens", "3"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["kept"] == 100 and data["total"] == 2880 and data["new_tokens"] == 3
+    assert sum(data["partition_budgets"]) == 100
+    assert data["llm_image_tokens"] < data["llm_image_tokens_full"]
+    assert data["ttft_s"] > 0 and data["peak_memory_bytes"] > 0
+
+
+def test_official_allocation_from_the_cli(picture):
+    result = runner.invoke(app, ["run", "-i", str(picture), "-p", "x", "--allocation", "official", "--json",
+                                 "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["partition_budgets"][0] == 288
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "0"], "budget count must be >= 1"),
+        (["--budget", "1.5"], "budget ratio must be in (0, 1]"),
+        (["--budget", "lots"], "budget must be a ratio"),
+        (["--alpha", "2"], "alpha must be in [0, 1]"),
+        (["--init-layer", "99"], "init_layer=99 is out of range"),
+        (["--allocation", "fast"], "allocation must be"),
+        (["--method", "magic"], "unknown method 'magic'"),
+        (["--model", "/no/such/model"], "cannot load model"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(picture, args, message):
+    result = runner.invoke(app, ["run", "-i", str(picture), "-p", "x", *args])
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreadable_and_truncated_images_exit_2(tmp_path, picture):
+    missing = tmp_path / "missing.jpg"
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a picture")
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(picture.read_bytes()[:2000])
+    for path, message in [(missing, "not found"), (text, "not an image"), (truncated, "truncated")]:
+        result = runner.invoke(app, ["run", "-i", str(path), "-p", "x"])
+        assert result.exit_code == 2 and message in result.stderr, result.output
