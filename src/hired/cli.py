@@ -123,6 +123,47 @@ def run(
     )
 
 
+@app.command("eval")
+@cli_errors
+def evaluate(
+    data: str = typer.Option(..., "--data", help="Folder with {split}.jsonl (from `hired data make`) or a JSONL file."),
+    split: str = typer.Option("test", help="Split to read when --data is a folder."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local folder or preset name."),
+    budgets: str = typer.Option("1.0,0.4,0.2,0.1", help="Comma-separated budgets (ratios or token counts)."),
+    methods: str = typer.Option(
+        "hired,random,spatial,prumerge+,visionzip",
+        help="Comma-separated methods; 'hired-official' is HiRED with the published allocation. "
+        "The full model is always measured.",
+    ),
+    out: str = typer.Option("runs/eval", help="Output folder (answers are cached here: rerun to resume)."),
+    limit: int | None = typer.Option(None, help="Only the first N items."),
+    batch_size: int = typer.Option(8, help="Questions per generate call."),
+    max_new_tokens: int = typer.Option(8, help="Answer length limit."),
+    alpha: float = typer.Option(0.5, help="HiRED's full-view share."),
+    seed: int = typer.Option(0, help="Seed for random policies."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+) -> None:
+    """Accuracy per method and budget on local VQA-style data."""
+    from hired.config import parse_budget
+    from hired.evaluation.data import load_items
+    from hired.evaluation.report import markdown_table, write_results
+    from hired.evaluation.runner import evaluate as run_evaluation
+    from hired.evaluation.runner import make_arms
+    from hired.loading import load
+
+    arms = make_arms([m.strip() for m in methods.split(",") if m.strip()],
+                     [parse_budget(b) for b in budgets.split(",") if b.strip()])
+    items = load_items(data, split, limit)
+    loaded = load(model, device=device, dtype=dtype)
+    if loaded.random_weights:
+        console.print(f"[yellow]Model {loaded.name} has RANDOM weights: accuracies are meaningless.[/yellow]")
+    results = run_evaluation(loaded, items, arms, out, batch_size, max_new_tokens, alpha, seed)
+    paths = write_results(results, out)
+    console.print(markdown_table(results), highlight=False)
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
 def main() -> None:
     app()
 

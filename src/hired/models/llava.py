@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from transformers import LlavaForConditionalGeneration
 
+from hired.merging import apply_merge_weights
 from hired.methods import ImageView
 from hired.models.base import Adapter
 from hired.report import ImageReport
@@ -32,6 +33,10 @@ class LlavaAdapter(Adapter):
             view = ImageView(final[i : i + 1], init[i : i + 1], (1, 1), valid, budget, None if keys is None else keys[i : i + 1])
             selection = self.select(view)
             keep = selection.keep & valid
+            if selection.merge_weights is not None:
+                image_features = apply_merge_weights(
+                    image_features[None], keep.to(image_features.device), selection.merge_weights.to(image_features.device)
+                )[0]
             features.append(image_features[keep[0].to(image_features.device)])
             reports.append(
                 ImageReport(

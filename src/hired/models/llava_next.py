@@ -14,6 +14,7 @@ from transformers.models.llava_next.modeling_llava_next import (
 )
 
 from hired.errors import ImageTokenMismatchError
+from hired.merging import apply_merge_weights
 from hired.methods import ImageView
 from hired.models.base import Adapter
 from hired.report import ImageReport
@@ -70,6 +71,18 @@ class LlavaNextAdapter(Adapter):
         row_kept = torch.zeros(int(segment[-1]) + 1, dtype=torch.long).index_add_(0, segment, row_token.long()) > 0
         return kept_token | (is_newline & row_kept[segment])
 
+    def merged(self, packed: Tensor, layout: Tensor, keep: Tensor, weights: Tensor) -> Tensor:
+        """Packed features with each kept token replaced by its merge of its partition's tokens."""
+        partitions, n = keep.shape
+        is_token = (layout != NEWLINE).to(packed.device)
+        token_index = layout[layout != NEWLINE].to(packed.device)
+        grid = packed.new_zeros(partitions * n, packed.shape[-1])
+        grid[token_index] = packed[is_token]
+        grid = apply_merge_weights(grid.view(partitions, n, -1), keep.to(packed.device), weights.to(packed.device))
+        out = packed.clone()
+        out[is_token] = grid.view(partitions * n, -1)[token_index]
+        return out
+
     def encode_images(self, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any):
         if image_sizes is None:
             raise ImageTokenMismatchError("LLaVA-NeXT needs image_sizes with pixel_values (the processor returns both)")
@@ -97,7 +110,10 @@ class LlavaNextAdapter(Adapter):
             selection = self.select(view)
             keep = selection.keep & valid
             in_sequence = self.packed_keep(layout, keep, partitions)
-            features.append(packed[i][in_sequence.to(packed[i].device)])
+            image_features = packed[i]
+            if selection.merge_weights is not None:
+                image_features = self.merged(image_features, layout, keep, selection.merge_weights)
+            features.append(image_features[in_sequence.to(image_features.device)])
             reports.append(
                 ImageReport(
                     image_size=size,

@@ -1,0 +1,1 @@
+"""Accuracy of token-dropping methods on local VQA-style data."""

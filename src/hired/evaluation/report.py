@@ -1,0 +1,67 @@
+"""Writing evaluation results: results.json, results.md, accuracy.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    lines = [
+        f"Model: {results['model']}{' (random weights)' if results['random_weights'] else ''}; "
+        f"{results['n_items']} questions. Majority-answer baseline: {100 * results['majority']:.1f}% "
+        f"(per question kind: {100 * results['majority_per_kind']:.1f}%).",
+        "",
+        "| method | budget | kept tokens (mean) | accuracy % | 95% CI | n |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["results"]:
+        budget = "all" if row["budget"] is None else row["budget"]
+        kept = "all" if row["mean_kept"] is None else f"{row['mean_kept']:.0f} / {row['mean_total']:.0f}"
+        low, high = row["ci95"]
+        lines.append(
+            f"| {row['method']} | {budget} | {kept} | {100 * row['accuracy']:.1f} | "
+            f"{100 * low:.1f}-{100 * high:.1f} | {row['n']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    by_method: dict[str, list[dict]] = {}
+    for row in results["results"]:
+        if row["budget"] is None:
+            ax.axhline(100 * row["accuracy"], color="black", linestyle="--", label=f"{row['method']} (all tokens)")
+        elif isinstance(row["budget"], float):
+            by_method.setdefault(row["method"], []).append(row)
+    for method, rows in by_method.items():
+        rows = sorted(rows, key=lambda r: r["budget"])
+        x = [100 * r["budget"] for r in rows]
+        y = [100 * r["accuracy"] for r in rows]
+        err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows], [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
+    ax.axhline(100 * results["majority"], color="grey", linestyle=":", label="majority answer")
+    ax.set_xlabel("visual-token budget (% of all partition tokens)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Accuracy vs budget: {results['model']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "accuracy.png"}
+    paths["json"].write_text(json.dumps(results, indent=2))
+    paths["md"].write_text(markdown_table(results))
+    plot_accuracy(results, paths["png"])
+    return paths

@@ -1,0 +1,166 @@
+"""`hired eval`: accuracy per method and budget, resumable (answers cached per item)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import hired
+from hired.config import HiREDConfig
+from hired.evaluation.metrics import confidence_interval, normalize_answer, score
+from hired.images import load_image
+from hired.loading import LoadedModel
+
+FULL = "full"
+OFFICIAL_SUFFIX = "-official"  # "hired-official": HiRED with the published code's allocation
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One method at one budget (the full model has no budget)."""
+
+    method: str
+    budget: float | int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.method if self.budget is None else f"{self.method}@{self.budget}"
+
+    def config(self, alpha: float = 0.5, seed: int = 0) -> HiREDConfig | None:
+        if self.method == FULL:
+            return None
+        method, allocation = self.method, "exact"
+        if method.endswith(OFFICIAL_SUFFIX):
+            method, allocation = method[: -len(OFFICIAL_SUFFIX)], "official"
+        return HiREDConfig(budget=self.budget, alpha=alpha, allocation=allocation, method=method, seed=seed)
+
+
+def make_arms(methods: Iterable[str], budgets: Iterable[float | int]) -> list[Arm]:
+    """The full model once, then every other method at every budget (validated now)."""
+    budgets = list(budgets)
+    arms = [Arm(FULL)]
+    for method in methods:
+        if method == FULL:
+            continue
+        for budget in budgets:
+            arm = Arm(method, budget)
+            arm.config()  # raises a clear ConfigError for unknown methods or bad budgets
+            arms.append(arm)
+    return arms
+
+
+def read_cache(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    rows = {}
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by an interrupted run
+            continue
+        rows[row["id"]] = row
+    return rows
+
+
+def answer_batch(loaded: LoadedModel, batch: list[dict], max_new_tokens: int) -> list[dict]:
+    """Generate answers for a batch of items; with HiRED applied, also what was kept."""
+    model, processor = loaded.model, loaded.processor
+    images = [load_image(item["image"]) for item in batch]
+    prompts = [loaded.format_prompt(item["question"]) for item in batch]
+    inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True).to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    texts = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    report = getattr(model, "hired_report", None)
+    rows = []
+    for i, (item, text) in enumerate(zip(batch, texts)):
+        row = {"id": item["id"], "prediction": text.strip()}
+        if report is not None:
+            row["kept"], row["total"] = report.images[i].kept, report.images[i].total
+        rows.append(row)
+    return rows
+
+
+def majority_baselines(items: list[dict]) -> dict[str, float]:
+    """Accuracy of always giving the most common answer, overall and per question kind."""
+    answers = [normalize_answer(item.get("answer") or item["answers"][0]) for item in items]
+    overall = Counter(answers).most_common(1)[0][1] / len(items)
+    by_kind: dict[str, Counter] = defaultdict(Counter)
+    for item, answer in zip(items, answers):
+        by_kind[item.get("kind", "all")][answer] += 1
+    per_kind = sum(c.most_common(1)[0][1] for c in by_kind.values()) / len(items)
+    return {"majority": overall, "majority_per_kind": per_kind}
+
+
+def summarize(arm: Arm, items: list[dict], rows: dict[str, dict]) -> dict[str, Any]:
+    scores = [score(rows[item["id"]]["prediction"], item) for item in items]
+    by_kind: dict[str, list[float]] = defaultdict(list)
+    for item, s in zip(items, scores):
+        by_kind[item.get("kind", "all")].append(s)
+    kept = [rows[item["id"]].get("kept") for item in items]
+    total = [rows[item["id"]].get("total") for item in items]
+    low, high = confidence_interval(scores)
+    return {
+        "arm": arm.key,
+        "method": arm.method,
+        "budget": arm.budget,
+        "n": len(scores),
+        "accuracy": sum(scores) / len(scores),
+        "ci95": [low, high],
+        "by_kind": {kind: sum(v) / len(v) for kind, v in sorted(by_kind.items())},
+        "mean_kept": None if None in kept else sum(kept) / len(kept),
+        "mean_total": None if None in total else sum(total) / len(total),
+    }
+
+
+def evaluate(
+    loaded: LoadedModel,
+    items: list[dict],
+    arms: list[Arm],
+    out_dir: str | Path,
+    batch_size: int = 8,
+    max_new_tokens: int = 8,
+    alpha: float = 0.5,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Answer every item under every arm (skipping answers already cached in ``out_dir``)."""
+    from rich.progress import Progress
+
+    out = Path(out_dir)
+    (out / "answers").mkdir(parents=True, exist_ok=True)
+    summaries = []
+    todo_total = 0
+    caches = {}
+    for arm in arms:
+        caches[arm.key] = read_cache(out / "answers" / f"{arm.key}.jsonl")
+        todo_total += sum(item["id"] not in caches[arm.key] for item in items)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("answering", total=todo_total)
+        for arm in arms:
+            config = arm.config(alpha, seed)
+            if config is None:
+                hired.remove(loaded.model)
+            else:
+                hired.apply(loaded.model, config)
+            rows = caches[arm.key]
+            todo = [item for item in items if item["id"] not in rows]
+            bar.update(task, description=f"answering [{arm.key}]")
+            with (out / "answers" / f"{arm.key}.jsonl").open("a") as cache:
+                for start in range(0, len(todo), batch_size):
+                    for row in answer_batch(loaded, todo[start : start + batch_size], max_new_tokens):
+                        rows[row["id"]] = row
+                        cache.write(json.dumps(row) + "\n")
+                    cache.flush()
+                    bar.advance(task, len(todo[start : start + batch_size]))
+            summaries.append(summarize(arm, items, rows))
+    hired.remove(loaded.model)
+    return {"model": loaded.name, "random_weights": loaded.random_weights, "n_items": len(items),
+            **majority_baselines(items), "results": summaries}
