@@ -164,6 +164,58 @@ def evaluate(
     console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
 
 
+@app.command("viz")
+@cli_errors
+def viz(
+    image: str = typer.Option(..., "--image", "-i", help="Picture file."),
+    prompt: str = typer.Option("Describe the picture.", "--prompt", "-p",
+                               help="Question (the LLM sees it; the ViT does not)."),
+    budget: str = typer.Option("0.2", help="Share of visual tokens to keep (0.2) or a token count (576)."),
+    methods: str = typer.Option("hired,prumerge+,spatial", help="Comma-separated methods, one row each."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local folder or preset name."),
+    out: str = typer.Option("kept.png", "--out", "-o", help="PNG file to write."),
+    alpha: float = typer.Option(0.5, help="HiRED's full-view share."),
+    seed: int = typer.Option(0, help="Seed for random policies."),
+    panel: int = typer.Option(240, help="Side of each partition's picture in pixels."),
+    colors: int | None = typer.Option(None, help="Quantise the PNG to this many colours (smaller file)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+) -> None:
+    """Draw the tokens each method keeps over the picture as the model saw it (one row per method)."""
+    import torch
+
+    from hired.config import parse_budget
+    from hired.images import load_image
+    from hired.loading import load
+    from hired.viz import collect, draw, save_png
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if not names:
+        raise HiREDError("--methods names no method")
+    if not 24 <= panel <= 2000:
+        raise HiREDError(f"--panel must be between 24 and 2000 pixels; got {panel}")
+    for name in names:  # unknown methods and bad budgets fail before the model loads
+        hired_config(budget, alpha, "exact", name)
+    picture = load_image(image)
+    loaded = load(model, device=device, dtype=dtype)
+    rows, pictures = collect(loaded.model, loaded.processor, picture, loaded.format_prompt(prompt), names,
+                             parse_budget(budget), alpha, seed)
+    drawing = draw(rows, pictures, panel=panel)
+    try:
+        save_png(drawing, out, colors)
+    except OSError as error:
+        raise HiREDError(f"cannot write {out}: {error}") from None
+    if loaded.random_weights:
+        console.print(f"[yellow]Model {loaded.name} has RANDOM weights: the kept tokens show the mechanics, "
+                      f"not what a trained model attends to.[/yellow]")
+    for row in rows:
+        console.print(f"{row.method}: kept {row.report.kept}/{row.report.total}, per partition "
+                      f"{row.report.kept_per_partition}", highlight=False)
+    console.print(f"Wrote {out}: {len(rows)} rows x {rows[0].report.partitions} panels, "
+                  f"{drawing.width}x{drawing.height} px", highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,121 @@
+"""PruMerge and PruMerge+ (Shang et al., "LLaVA-PruMerge: Adaptive Token Reduction for Efficient
+Large Multimodal Models", 2024), applied to each partition on its own.
+
+Facts taken from the paper and its reference code (``token_prune_merge_advanced`` and
+``..._plus`` in LLaVA-PruMerge's ``clip_encoder.py``):
+
+- **Adaptive selection**: the CLS attention of the last ViT layer is scored with Tukey's fence;
+  the tokens whose attention lies above ``Q3 + 1.5 * IQR`` are kept, so each image chooses its own
+  count (about 32 of 576 tokens, 5.5%, on LLaVA-1.5 in the paper).
+- **Merging**: each kept token absorbs its ``k`` most similar tokens by the cosine similarity of
+  last-layer keys (``k = 32`` for 576 tokens in the code; scaled here with the tokens per
+  partition), weighted by their CLS attention.
+- **PruMerge+** adds spatially uniform samples: with ``step = int(1 / ratio)`` (``ratio`` = outlier
+  share) it adds every ``int(step / 3)``-th token in raster order that is not already kept, about
+  three uniform tokens per outlier (about 144 of 576 tokens, 25%, in the paper).
+
+Differences from the reference code, on purpose:
+
+- merges are convex: the kept token and its neighbours are averaged with weights proportional to
+  their CLS attention (the code adds an unnormalised attention-weighted sum to the token), so a
+  merged token stays in the range of features the projector was trained on;
+- the extra token the code appends (the attention-weighted sum of all dropped tokens) is left out,
+  so that every kept token is a token of the grid and newline layout is unchanged;
+- scores are this library's final-layer CLS attention (the feature layer, heads summed) and the
+  statistics use only valid (un-padded) tokens; a partition with no outlier keeps its top token.
+
+Registered names:
+
+- ``prumerge``, ``prumerge+``: adaptive, as published (``view.budget`` is ignored; the report's
+  partition budgets and kept counts show the chosen count).
+- ``prumerge-fixed``: exactly ``view.budget`` tokens (split across partitions in proportion to
+  valid tokens): the outliers by attention, cut to their top scores when there are more of them,
+  filled with the next highest-attention tokens when there are fewer; merged as above.
+- ``prumerge+-fixed``: exactly ``view.budget`` tokens: the outliers (cut by attention as above),
+  then evenly spaced tokens (raster order) among the rest to fill the budget; merged as above.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hired.baselines.common import (
+    evenly_spaced,
+    iqr_outliers,
+    knn_merge_weights,
+    proportional_budgets,
+    ranked_fill,
+    scale_k,
+)
+from hired.config import HiREDConfig
+from hired.methods import ImageView, Selection, register
+from hired.selection import topk_masks
+
+NEIGHBOURS_AT_576 = 32  # k of the reference code for a 576-token CLIP-L/14-336 crop
+SPATIAL_DENSITY = 3  # PruMerge+: uniform samples every int(step / 3) tokens
+
+
+def outliers(view: ImageView) -> Tensor:
+    """[P, N] IQR outliers of the final-layer CLS attention; at least the top token of each
+    partition that has valid tokens."""
+    found = iqr_outliers(view.final_scores, view.valid)
+    empty = found.sum(1) == 0
+    if empty.any():
+        top = topk_masks(view.final_scores, torch.ones(view.partitions, dtype=torch.long), view.valid)
+        found |= top & empty[:, None]
+    return found
+
+
+def spatial_samples(valid: Tensor, chosen: Tensor) -> Tensor:
+    """PruMerge+'s uniform supplement: [P, N] every ``int(int(valid / outliers) / 3)``-th valid token
+    (raster order), minus the ones already chosen."""
+    out = torch.zeros_like(valid)
+    for p in range(valid.shape[0]):
+        index = valid[p].nonzero().flatten()
+        count = int(chosen[p].sum())
+        if count == 0 or index.numel() == 0:
+            continue
+        step = max(1, (index.numel() // count) // SPATIAL_DENSITY)
+        out[p, index[::step]] = True
+    return out & ~chosen
+
+
+def merged(view: ImageView, keep: Tensor, budgets: Tensor) -> Selection:
+    keep = keep & view.valid
+    if view.keys is None:
+        raise ValueError("PruMerge needs the final layer's keys; the adapter passes them to NEEDS_KEYS policies")
+    k = scale_k(NEIGHBOURS_AT_576, view.final_scores.shape[1])
+    weights = knn_merge_weights(view.keys, keep, view.valid, view.final_scores, k)
+    return Selection(keep, budgets.long(), weights)
+
+
+@register("prumerge", needs_keys=True)
+def prumerge_policy(view: ImageView, config: HiREDConfig) -> Selection:
+    keep = outliers(view)
+    return merged(view, keep, keep.sum(1))
+
+
+@register("prumerge+", needs_keys=True)
+def prumerge_plus_policy(view: ImageView, config: HiREDConfig) -> Selection:
+    keep = outliers(view)
+    keep = keep | spatial_samples(view.valid, keep)
+    return merged(view, keep, keep.sum(1))
+
+
+@register("prumerge-fixed", needs_keys=True)
+def prumerge_fixed_policy(view: ImageView, config: HiREDConfig) -> Selection:
+    budgets = proportional_budgets(view.valid, view.budget)
+    keep = ranked_fill(outliers(view), view.final_scores, budgets, view.valid)
+    return merged(view, keep, budgets)
+
+
+@register("prumerge+-fixed", needs_keys=True)
+def prumerge_plus_fixed_policy(view: ImageView, config: HiREDConfig) -> Selection:
+    budgets = proportional_budgets(view.valid, view.budget)
+    found = outliers(view)
+    core = topk_masks(view.final_scores, torch.minimum(found.sum(1), budgets), found)
+    keep = core.clone()
+    for p in range(view.partitions):
+        keep[p, evenly_spaced(view.valid[p] & ~core[p], int(budgets[p]) - int(core[p].sum()))] = True
+    return merged(view, keep, budgets)

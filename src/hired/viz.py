@@ -1,0 +1,212 @@
+"""A picture of the kept tokens: every partition as the model saw it, one row per method.
+
+Each partition (the full view, then the sub-images in their grid) is drawn from the processor's
+own ``pixel_values`` (denormalised with its ``image_mean`` / ``image_std``), so resize, padding and
+cropping are exactly the model's. Dropped tokens are dimmed, tokens the model's unpadding removes
+are greyed out, and the edges of kept regions are outlined. Each partition is titled with its
+budget and kept count; each row with its method and total.
+
+``collect`` runs several methods on one model, picture and prompt (apply, one forward pass, read
+``model.hired_report``, remove) and ``draw`` turns the rows into a ``PIL.Image``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from hired.report import ImageReport
+
+DROPPED = 0.3  # brightness of dropped tokens
+INVALID = (96, 96, 96)  # tokens the model's unpadding removes (not part of the picture)
+OUTLINE = (255, 214, 0)
+LABEL_WIDTH = 150
+TITLE = 18  # height of a partition title
+GAP = 8
+ROW_GAP = 14
+
+
+@dataclass
+class Row:
+    """One method's keep decision for the picture."""
+
+    method: str
+    report: ImageReport
+
+
+@dataclass
+class Panel:
+    """Where partition ``partition`` of row ``row`` lies in the output (a square of ``size`` px)."""
+
+    row: int
+    partition: int
+    x: int
+    y: int
+    size: int
+
+    def token_box(self, token: int, side: int) -> tuple[int, int, int, int]:
+        """Pixel box (x0, y0, x1, y1), x1 / y1 exclusive, of token ``token`` of a ``side x side`` grid."""
+        r, c = divmod(int(token), side)
+        edges = [-(-i * self.size // side) for i in range(side + 1)]  # first pixel of each token: ceil
+        return self.x + edges[c], self.y + edges[r], self.x + edges[c + 1], self.y + edges[r + 1]
+
+
+def partition_pictures(pixel_values: torch.Tensor, image_mean: Any, image_std: Any) -> list[Image.Image]:
+    """RGB pictures of one image's partitions from its processed pixel values ([P, 3, H, W] or
+    [3, H, W]) and the processor's normalisation."""
+    pixels = pixel_values.detach().float().cpu()
+    if pixels.dim() == 3:
+        pixels = pixels[None]
+    mean = torch.tensor(image_mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(image_std, dtype=torch.float32).view(1, -1, 1, 1)
+    rgb = ((pixels * std + mean).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(np.ascontiguousarray(p)) for p in rgb]
+
+
+def plan(rows: list[Row], panel: int = 240) -> tuple[int, int, list[Panel]]:
+    """(width, height, panels): the full view on the left of each row, the sub-images in their grid."""
+    panels, y, width = [], 0, LABEL_WIDTH
+    for i, row in enumerate(rows):
+        grid_rows, grid_cols = row.report.grid
+        subs = row.report.partitions - 1
+        # the full view as tall as the sub-image mosaic beside it
+        full = grid_rows * panel + (grid_rows - 1) * TITLE if subs else panel
+        panels.append(Panel(i, 0, LABEL_WIDTH, y + TITLE, full))
+        x0 = LABEL_WIDTH + full + 2 * GAP
+        for k in range(subs):
+            r, c = divmod(k, grid_cols)
+            panels.append(Panel(i, k + 1, x0 + c * (panel + GAP), y + TITLE + r * (panel + TITLE), panel))
+        width = max(width, x0 + grid_cols * (panel + GAP) if subs else LABEL_WIDTH + full + GAP)
+        y += full + TITLE + ROW_GAP
+    return width, y - ROW_GAP if rows else 0, panels
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _tile(picture: Image.Image, keep: torch.Tensor, valid: torch.Tensor, size: int) -> Image.Image:
+    """One partition: the picture at ``size`` px with dropped tokens dimmed and invalid ones greyed."""
+    side = int(round(keep.numel() ** 0.5))
+    pixels = np.asarray(picture.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
+    token_of = (np.arange(size) * side) // size  # token row / column of each pixel row / column
+    keep_grid = keep.view(side, side).numpy()[token_of][:, token_of]
+    valid_grid = valid.view(side, side).numpy()[token_of][:, token_of]
+    factor = np.where(keep_grid, 1.0, DROPPED)[..., None]
+    out = pixels * factor
+    out[~valid_grid] = INVALID
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+def _outline(draw: ImageDraw.ImageDraw, panel: Panel, keep: torch.Tensor) -> None:
+    """Outline the boundary of the kept regions (edges between a kept and a dropped token)."""
+    side = int(round(keep.numel() ** 0.5))
+    grid = keep.view(side, side).numpy()
+    padded = np.pad(grid, 1)
+    for token in np.flatnonzero(grid):
+        r, c = divmod(int(token), side)
+        x0, y0, x1, y1 = panel.token_box(token, side)
+        if not padded[r, c + 1]:  # above
+            draw.line([(x0, y0), (x1 - 1, y0)], fill=OUTLINE)
+        if not padded[r + 2, c + 1]:  # below
+            draw.line([(x0, y1 - 1), (x1 - 1, y1 - 1)], fill=OUTLINE)
+        if not padded[r + 1, c]:  # left
+            draw.line([(x0, y0), (x0, y1 - 1)], fill=OUTLINE)
+        if not padded[r + 1, c + 2]:  # right
+            draw.line([(x1 - 1, y0), (x1 - 1, y1 - 1)], fill=OUTLINE)
+
+
+def partition_title(report: ImageReport, partition: int) -> str:
+    rows, cols = report.grid
+    if partition == 0 or report.partitions == 1:
+        name = "full view"
+    else:
+        r, c = divmod(partition - 1, cols)
+        name = f"({r},{c})"
+    budget = report.partition_budgets[partition]
+    kept = report.kept_per_partition[partition]
+    return f"{name} budget {budget}, kept {kept}"
+
+
+def draw(rows: list[Row], pictures: list[Image.Image], panel: int = 240, outline: bool = True) -> Image.Image:
+    """The kept tokens of each row over the partition ``pictures`` (full view first), as a PIL image."""
+    return render(rows, pictures, panel, outline)[0]
+
+
+def render(
+    rows: list[Row], pictures: list[Image.Image], panel: int = 240, outline: bool = True
+) -> tuple[Image.Image, list[Panel]]:
+    """:func:`draw`, also returning where each partition was drawn."""
+    width, height, panels = plan(rows, panel)
+    canvas = Image.new("RGB", (width, max(height, 1)), "white")
+    pen = ImageDraw.Draw(canvas)
+    small, big = _font(11), _font(15)
+    for panel_ in panels:
+        report = rows[panel_.row].report
+        p = panel_.partition
+        if p >= len(pictures):
+            method = rows[panel_.row].method
+            raise ValueError(f"row {method!r} has {report.partitions} partitions, got {len(pictures)} pictures")
+        tile = _tile(pictures[p], report.keep_mask[p].cpu(), report.valid[p].cpu(), panel_.size)
+        canvas.paste(tile, (panel_.x, panel_.y))
+        if outline:
+            _outline(pen, panel_, (report.keep_mask[p] & report.valid[p]).cpu())
+        pen.text((panel_.x, panel_.y - TITLE + 2), partition_title(report, p), fill="black", font=small)
+    for i, row in enumerate(rows):
+        first = next(pn for pn in panels if pn.row == i)
+        report = row.report
+        share = 100 * report.kept / max(report.total, 1)
+        pen.text((6, first.y + 4), row.method, fill="black", font=big)
+        pen.text((6, first.y + 26), f"kept {report.kept}/{report.total}", fill="black", font=small)
+        pen.text((6, first.y + 42), f"({share:.1f}%), budget {report.budget}", fill="black", font=small)
+    return canvas, panels
+
+
+def collect(
+    model: Any,
+    processor: Any,
+    image: Image.Image,
+    prompt: str,
+    methods: list[str],
+    budget: float | int = 0.2,
+    alpha: float = 0.5,
+    seed: int = 0,
+) -> tuple[list[Row], list[Image.Image]]:
+    """Run each method on the same model, picture and prompt; return its rows and the partition
+    pictures. ``prompt`` must already hold the image placeholder (see ``LoadedModel.format_prompt``).
+    The model is left patched as it was on entry."""
+    import hired
+    from hired.config import HiREDConfig
+
+    configs = [HiREDConfig(budget=budget, alpha=alpha, method=m, seed=seed) for m in methods]  # validate first
+    inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    image_processor = getattr(processor, "image_processor", processor)
+    pictures = partition_pictures(inputs["pixel_values"][0], image_processor.image_mean, image_processor.image_std)
+    before = model.__dict__.get("hired_config")
+    rows = []
+    try:
+        for config in configs:
+            hired.apply(model, config)
+            with torch.no_grad():
+                model(**inputs)
+            rows.append(Row(config.method, model.hired_report.images[0]))
+    finally:
+        hired.remove(model)
+        if before is not None:
+            hired.apply(model, before)
+    return rows, pictures
+
+
+def save_png(picture: Image.Image, path: str, colors: int | None = None) -> None:
+    """Save as PNG; ``colors`` (e.g. 256) quantises to a palette for a much smaller file."""
+    if colors:
+        picture = picture.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    picture.save(path, format="PNG", optimize=True)
