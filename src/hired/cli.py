@@ -164,6 +164,55 @@ def evaluate(
     console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
 
 
+@app.command("bench")
+@cli_errors
+def bench(
+    model: str | None = typer.Option(None, "--model", "-m", help="Preset (random weights), hub id or folder."),
+    budgets: str = typer.Option("1.0,0.4,0.2,0.1", help="Comma-separated budgets (ratios or token counts)."),
+    methods: str = typer.Option("full,hired", help="Comma-separated methods; 'full' (untouched model) always runs."),
+    image: list[str] = typer.Option(["672x672"], "--image", help="Synthetic picture size WxH; repeat for several."),
+    batch_size: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,4."),
+    new_tokens: int = typer.Option(32, help="Tokens generated per sequence (forced: EOS is not allowed earlier)."),
+    runs: int = typer.Option(5, help="Measured repetitions per arm."),
+    warmup: int = typer.Option(1, help="Discarded repetitions before the measured ones."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    memory_cap_gb: float | None = typer.Option(None, help="CUDA only: cap GPU memory (GiB); OOM runs are noted."),
+    llm_layers: int | None = typer.Option(None, help="Presets: build only K language-model layers."),
+    vit_layers: int | None = typer.Option(None, help="Presets: build only K vision-encoder layers."),
+    alpha: float = typer.Option(0.5, help="HiRED's full-view share."),
+    seed: int = typer.Option(0, help="Seed of the random weights and the noise pictures."),
+    out: str = typer.Option("bench-out", "--out", "-o", help="Folder for results.json, results.md, speedup.png."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Time to first token, decode speed, latency and peak memory: full model vs each method and budget."""
+    from hired.bench.report import header_lines, overhead_lines, rich_table, write_results
+    from hired.bench.runner import BenchSettings, parse_budgets, parse_ints, parse_size, run_bench, split_list
+
+    settings = BenchSettings(
+        model=model or "tiny-llava-next",
+        budgets=parse_budgets(budgets),
+        methods=split_list(methods),
+        image_sizes=[parse_size(size) for size in image],
+        batch_sizes=parse_ints(batch_size, "--batch-size"),
+        new_tokens=new_tokens, runs=runs, warmup=warmup, device=device, dtype=dtype, memory_cap_gb=memory_cap_gb,
+        llm_layers=llm_layers, vit_layers=vit_layers, alpha=alpha, seed=seed,
+    )
+    settings.validate()
+    results = run_bench(settings, progress=progress, log=lambda note: errors.print(f"[yellow]note:[/yellow] {note}"))
+    paths = write_results(results, out)
+    if results["model"]["random_weights"]:
+        console.print(f"[yellow]Model {results['model']['name']} has RANDOM weights: answers are meaningless, "
+                      f"token counts and timings are real.[/yellow]")
+    for line in header_lines(results):
+        console.print(line, highlight=False)
+    # A pipe or file gets the whole table, not one squeezed to 80 columns.
+    (console if console.is_terminal else Console(width=200)).print(rich_table(results))
+    for line in overhead_lines(results):
+        console.print(line, highlight=False)
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
 @app.command("viz")
 @cli_errors
 def viz(

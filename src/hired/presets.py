@@ -58,11 +58,12 @@ PRESETS: dict[str, Preset] = {
     "llava-next-mistral-7b": Preset(
         "llava_next",
         CLIP_L_336,
-        dict(_llama(4096, 14336, 32, 32, kv=8, rope_theta=1e6), model_type="mistral", max_position_embeddings=32768),
+        dict(_llama(4096, 14336, 32, 32, kv=8, rope_theta=1e6), model_type="mistral", max_position_embeddings=32768,
+             sliding_window=None),
         "llava-hf/llava-v1.6-mistral-7b-hf",
     ),
     "llava-next-13b": Preset(
-        "llava_next", CLIP_L_336, _llama(5120, 13824, 40, 40, vocab=32000), "llava-hf/llava-v1.6-vicuna-13b-hf"
+        "llava_next", CLIP_L_336, _llama(5120, 13824, 40, 40), "llava-hf/llava-v1.6-vicuna-13b-hf"
     ),
     "llava-1.5-7b": Preset("llava", CLIP_L_336, _llama(4096, 11008, 32, 32), "llava-hf/llava-1.5-7b-hf"),
     # Real geometry (336px crops, patch 14, 576 tokens, real pinpoints), tiny widths and depths.
@@ -127,7 +128,9 @@ def build_config(name: str, vit_layers: int | None = None, llm_layers: int | Non
         text["num_hidden_layers"] = llm_layers
     if vocab_size is not None or not text["vocab_size"]:
         text["vocab_size"] = vocab_size or len(build_tokenizer())
-    image_token = text["vocab_size"] - 1 if preset.checkpoint else build_tokenizer().convert_tokens_to_ids("<image>")
+    # Presets pair with the local tokenizer (build_processor), so the image token is its "<image>" id
+    # (the real checkpoints use 32000; the id changes no shape or timing).
+    image_token = build_tokenizer().convert_tokens_to_ids("<image>")
     common = dict(
         vision_config=CLIPVisionConfig(**vision), text_config=text, image_token_id=image_token,
         vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",

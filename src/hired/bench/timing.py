@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import resource
 import sys
 import time
@@ -36,12 +38,16 @@ class PeakMemory:
     def __init__(self, device: torch.device):
         self.device = device
         self.peak_bytes: int | None = None
+        self.start_bytes: int | None = None  # allocated / resident at entry (weights and caches)
 
     def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start_bytes = torch.cuda.memory_allocated(self.device)
         else:
+            release_free_memory()
             reset_peak_rss()
+            self.start_bytes = current_rss_bytes()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -49,6 +55,28 @@ class PeakMemory:
             self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
         else:
             self.peak_bytes = peak_rss_bytes()
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so that an earlier,
+    larger call's freed-but-cached pages do not count in the next call's peak RSS."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+def current_rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def reset_peak_rss() -> None:
@@ -81,6 +109,7 @@ class GenerationTiming:
     decode_time: float
     latency: float
     peak_memory_bytes: int | None
+    memory_before_bytes: int | None = None  # allocated (CUDA) / resident (CPU) when the call began
 
     @property
     def decode_tokens_per_s(self) -> float:
@@ -118,5 +147,6 @@ def timed_generate(model: torch.nn.Module, inputs: dict, max_new_tokens: int, fo
         decode_time=stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0,
         latency=end - start,
         peak_memory_bytes=memory.peak_bytes,
+        memory_before_bytes=memory.start_bytes,
     )
     return output, timing
