@@ -109,6 +109,17 @@ def test_official_mode_matches_an_independent_implementation(grid, ratio, alpha)
     assert torch.equal(keep, reference_official(final, init, grid, ratio, alpha))
 
 
+def test_official_mode_when_the_tokens_do_not_divide_into_the_slots():
+    # 64 tokens (the demo model's 8 x 8 crops) over a 1 x 3 grid: slots of 22, 21 and 21 tokens.
+    init = torch.zeros(64)
+    init[:22] = 1.0  # the 32 marked tokens: all 22 of the first slot, 10 of the second
+    init[22:32] = 0.5
+    budgets = partition_budgets(init, (1, 3), 100, 0.5, mode="official", num_partitions=4, tokens=64)
+    assert budgets.tolist() == [50, int(22 / 32 * 50), int(10 / 32 * 50), 0]
+    keep = select_tokens(torch.rand(4, 64), init, (1, 3), 100, 0.5, "official")
+    assert keep.sum(1).tolist() == budgets.tolist()
+
+
 def test_content_follows_regions_not_flat_slots():
     # Attention only on the full view's left half: in a 2x2 grid the two left sub-images hold
     # all content. The published slot counting spreads it over all four.

@@ -107,7 +107,8 @@ def official_budgets(total: int, alpha: float, init_scores: Tensor, num_subimage
 
     full = min(int(total * alpha), N); sub = min(total - full, (P-1) * N); the full view's top
     int(N * (1 - alpha)) early-layer tokens are marked, the flat mark vector is cut into
-    P-1 consecutive slots, and sub-image k gets min(int(count_k / sum * sub), N).
+    P-1 consecutive slots (equal when N divides, as for 576 tokens), and sub-image k gets
+    min(int(count_k / sum * sub), N).
     """
     full = min(int(total * alpha), tokens)
     sub = min(total - full, num_subimages * tokens)
@@ -115,12 +116,12 @@ def official_budgets(total: int, alpha: float, init_scores: Tensor, num_subimage
     budgets[0] = full
     if sub <= 0 or num_subimages == 0:
         return budgets
-    if tokens % num_subimages:
-        raise ValueError(f"official allocation needs {tokens} tokens divisible by {num_subimages} sub-images")
     marked = int(tokens * (1 - alpha))
     marks = torch.zeros(tokens, dtype=torch.bool)
     marks[torch.topk(init_scores.float(), marked).indices] = True
-    counts = marks.reshape(num_subimages, -1).sum(1)
+    # The published code reshapes the N marks to P-1 equal slots (576 divides by every grid of
+    # LLaVA-NeXT); where N does not divide, the slots are as equal as possible (first ones longer).
+    counts = torch.stack([slot.sum() for slot in marks.tensor_split(num_subimages)])
     if counts.sum() > 0:  # the published code divides by zero here when alpha == 1
         share = counts.float() / counts.sum().float()  # float32, as published
         budgets[1:] = (share * sub).int().long().clamp(max=tokens)
