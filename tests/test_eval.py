@@ -95,6 +95,9 @@ def test_eval_writes_results_and_resumes_from_its_cache(dataset, tmp_path):
     assert len(path.read_text().splitlines()) == 3
     assert len((out / "answers" / "full.jsonl").read_text().splitlines()) == 3
     assert json.loads((out / "results.json").read_text())["results"] == results["results"]
+    # another model into the same folder would reuse answers it did not give: refused
+    other = runner.invoke(app, [*args, "--model", "tiny-llava"])
+    assert other.exit_code == 2 and "cached answers of another run" in other.stderr
 
 
 def test_eval_refuses_unknown_methods_and_missing_data(dataset, tmp_path):

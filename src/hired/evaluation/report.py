@@ -27,6 +27,13 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def kept_share(row: dict[str, Any]) -> float:
+    """Share of partition tokens an arm really kept (adaptive methods ignore the budget)."""
+    if row.get("mean_kept") is not None and row.get("mean_total"):
+        return row["mean_kept"] / row["mean_total"]
+    return row["budget"]
+
+
 def plot_accuracy(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -41,13 +48,13 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
         elif isinstance(row["budget"], float):
             by_method.setdefault(row["method"], []).append(row)
     for method, rows in by_method.items():
-        rows = sorted(rows, key=lambda r: r["budget"])
-        x = [100 * r["budget"] for r in rows]
+        rows = sorted(rows, key=kept_share)
+        x = [100 * kept_share(r) for r in rows]
         y = [100 * r["accuracy"] for r in rows]
         err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows], [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
     ax.axhline(100 * results["majority"], color="grey", linestyle=":", label="majority answer")
-    ax.set_xlabel("visual-token budget (% of all partition tokens)")
+    ax.set_xlabel("visual tokens kept (% of all partition tokens)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Accuracy vs budget: {results['model']}")
     ax.grid(alpha=0.3)

@@ -13,6 +13,7 @@ import torch
 
 import hired
 from hired.config import HiREDConfig
+from hired.errors import HiREDError
 from hired.evaluation.metrics import confidence_interval, normalize_answer, score
 from hired.images import load_image
 from hired.loading import LoadedModel
@@ -66,6 +67,20 @@ def read_cache(path: Path) -> dict[str, dict]:
             continue
         rows[row["id"]] = row
     return rows
+
+
+def check_run_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Cached answers are only reused by a run with the same model and generation settings:
+    ``out/settings.json`` records them, and a different run into the same folder is refused."""
+    path = out / "settings.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        changed = {k: (cached.get(k), v) for k, v in settings.items() if cached.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise HiREDError(f"{out} holds cached answers of another run ({what}); pass another --out or delete it")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def answer_batch(loaded: LoadedModel, batch: list[dict], max_new_tokens: int) -> list[dict]:
@@ -135,6 +150,7 @@ def evaluate(
     from rich.progress import Progress
 
     out = Path(out_dir)
+    check_run_settings(out, {"model": loaded.name, "max_new_tokens": max_new_tokens, "alpha": alpha, "seed": seed})
     (out / "answers").mkdir(parents=True, exist_ok=True)
     summaries = []
     todo_total = 0
