@@ -1,4 +1,4 @@
-"""`hired run` end to end on the offline default model, and its errors."""
+"""`hired run` end to end on the tiny random-weight model of real geometry, and its errors."""
 
 import json
 
@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from hired.cli import app
 
 runner = CliRunner()
+TINY = ["--model", "tiny-llava-next"]  # real LLaVA-NeXT geometry: 5 x 576 tokens
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,8 @@ def picture(tmp_path_factory):
 
 
 def test_run_prints_answer_tokens_and_timings(picture):
-    result = runner.invoke(app, ["run", "--image", str(picture), "--prompt", "what is the color", "--budget", "0.2",
-                                 "--max-new-tokens", "4"])
+    result = runner.invoke(app, ["run", *TINY, "--image", str(picture), "--prompt", "what is the color",
+                                 "--budget", "0.2", "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
     assert "RANDOM weights" in result.output
     assert "Visual tokens kept: 576/2880 (20.0%)" in result.output
@@ -28,7 +29,7 @@ def test_run_prints_answer_tokens_and_timings(picture):
 
 
 def test_run_json_reports_consistent_numbers(picture):
-    result = runner.invoke(app, ["run", "-i", str(picture), "-p", "how many", "--budget", "100", "--json",
+    result = runner.invoke(app, ["run", *TINY, "-i", str(picture), "-p", "how many", "--budget", "100", "--json",
                                  "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
@@ -39,7 +40,7 @@ def test_run_json_reports_consistent_numbers(picture):
 
 
 def test_official_allocation_from_the_cli(picture):
-    result = runner.invoke(app, ["run", "-i", str(picture), "-p", "x", "--allocation", "official", "--json",
+    result = runner.invoke(app, ["run", *TINY, "-i", str(picture), "-p", "x", "--allocation", "official", "--json",
                                  "--max-new-tokens", "2"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["partition_budgets"][0] == 288
@@ -59,7 +60,7 @@ def test_official_allocation_from_the_cli(picture):
     ],
 )
 def test_bad_options_exit_2_with_one_line(picture, args, message):
-    result = runner.invoke(app, ["run", "-i", str(picture), "-p", "x", *args])
+    result = runner.invoke(app, ["run", *TINY, "-i", str(picture), "-p", "x", *args])
     assert result.exit_code == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -72,5 +73,5 @@ def test_unreadable_and_truncated_images_exit_2(tmp_path, picture):
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(picture.read_bytes()[:2000])
     for path, message in [(missing, "not found"), (text, "not an image"), (truncated, "truncated")]:
-        result = runner.invoke(app, ["run", "-i", str(path), "-p", "x"])
+        result = runner.invoke(app, ["run", *TINY, "-i", str(path), "-p", "x"])
         assert result.exit_code == 2 and message in result.stderr, result.output

@@ -12,6 +12,7 @@ from hired.report import ImageReport
 from hired.viz import DROPPED, Row, partition_pictures, plan, render
 
 runner = CliRunner()
+TINY = ["--model", "tiny-llava-next"]
 SIDE, N = 24, 576
 
 
@@ -72,7 +73,7 @@ def picture(tmp_path_factory):
 
 def test_cli_writes_one_row_per_method(picture, tmp_path):
     out = tmp_path / "kept.png"
-    result = runner.invoke(app, ["viz", "--image", str(picture), "--methods", "hired,prumerge+,spatial",
+    result = runner.invoke(app, ["viz", *TINY, "--image", str(picture), "--methods", "hired,prumerge+,spatial",
                                  "--out", str(out), "--panel", "96"])
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output and "3 rows x 4 panels" in result.output
@@ -92,7 +93,7 @@ def test_cli_writes_one_row_per_method(picture, tmp_path):
     ],
 )
 def test_cli_errors_are_one_line(picture, tmp_path, args, message):
-    base = ["viz", "--image", str(picture), "--out", str(tmp_path / "x.png")]
+    base = ["viz", *TINY, "--image", str(picture), "--out", str(tmp_path / "x.png")]
     result = runner.invoke(app, base + args)
     assert result.exit_code == 2
     assert message in result.output and len(result.output.strip().splitlines()) == 1
@@ -101,7 +102,7 @@ def test_cli_errors_are_one_line(picture, tmp_path, args, message):
 def test_cli_refuses_a_file_that_is_not_an_image(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a picture at all")
-    result = runner.invoke(app, ["viz", "--image", str(bad), "--out", str(tmp_path / "x.png")])
+    result = runner.invoke(app, ["viz", *TINY, "--image", str(bad), "--out", str(tmp_path / "x.png")])
     assert result.exit_code == 2
     assert "not an image file" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.png").exists()

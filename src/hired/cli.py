@@ -16,6 +16,7 @@ from hired.errors import HiREDError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="HiRED token dropping for LLaVA-NeXT / LLaVA-1.5.")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
+MODEL_HELP = "demo (the bundled model, default), a preset name, a hub id or a local folder."
 
 
 @app.callback()
@@ -45,6 +46,18 @@ def hired_config(budget: str, alpha: float, allocation: str, method: str, init_l
                        init_layer=init_layer, final_layer=final_layer)
 
 
+def demo_note(tokenizer: Any, prompt: str) -> str:
+    """What the bundled demo model is, and the words of ``prompt`` it has never seen."""
+    note = ("[yellow]Model demo: a small LLaVA-NeXT trained on hired's synthetic scenes; it answers questions "
+            "such as 'what color is the star?', 'which letter is inside the red square?' or 'how many circles "
+            "are there?' about such scenes. Pass --model for a real checkpoint.")
+    words = [word for word, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)]
+    unknown = list(dict.fromkeys(w for w in words if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id))
+    if unknown:
+        note += f" Words it does not know: {', '.join(unknown)}."
+    return note + "[/yellow]"
+
+
 def format_bytes(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
 
@@ -60,7 +73,7 @@ def run(
     method: str = typer.Option("hired", help="Drop policy."),
     init_layer: int = typer.Option(0, help="ViT layer that measures each sub-image's content."),
     final_layer: int | None = typer.Option(None, help="ViT layer that ranks tokens (default: feature layer)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local folder or preset name."),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     max_new_tokens: int = typer.Option(32, help="Tokens to generate."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
@@ -72,7 +85,7 @@ def run(
     import hired
     from hired.bench.timing import timed_generate
     from hired.images import load_image
-    from hired.loading import load
+    from hired.loading import DEMO, load
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     config = hired_config(budget, alpha, allocation, method, init_layer, final_layer)
@@ -110,6 +123,8 @@ def run(
             f"[yellow]Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
             f"timings are real. Pass --model llava-hf/llava-v1.6-vicuna-7b-hf for a real checkpoint.[/yellow]"
         )
+    elif loaded.name == DEMO:
+        console.print(demo_note(loaded.processor.tokenizer, prompt), highlight=False)
     memory_kind = "CUDA max allocated" if loaded.model.device.type == "cuda" else "peak RSS"
     console.print(f"[bold]Answer:[/bold] {result['answer']}", highlight=False)
     console.print(
@@ -128,7 +143,7 @@ def run(
 def evaluate(
     data: str = typer.Option(..., "--data", help="Folder with {split}.jsonl (from `hired data make`) or a JSONL file."),
     split: str = typer.Option("test", help="Split to read when --data is a folder."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local folder or preset name."),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     budgets: str = typer.Option("1.0,0.4,0.2,0.1", help="Comma-separated budgets (ratios or token counts)."),
     methods: str = typer.Option(
         "hired,random,spatial,prumerge+,visionzip",
@@ -162,6 +177,28 @@ def evaluate(
     paths = write_results(results, out)
     console.print(markdown_table(results), highlight=False)
     console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
+data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local VQA data: synthetic scenes.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("make")
+@cli_errors
+def data_make(
+    out: str = typer.Option(..., "--out", "-o", help="Folder to write images/ and train/val/test.jsonl into."),
+    n: int = typer.Option(2000, "--n", help="Number of scenes (pictures); each has up to four questions."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the scenes and their split are a function of it."),
+) -> None:
+    """Write seeded high-resolution VQA scenes (PNG + JSONL, fixed train/val/test split)."""
+    from hired.data.scenes import make_scenes
+
+    if n < 1:
+        raise HiREDError(f"--n must be >= 1; got {n}")
+    paths = make_scenes(out, n, seed, progress=True)
+    for split, path in paths.items():
+        with open(path, encoding="utf-8") as f:
+            console.print(f"{split}: {sum(1 for _ in f)} questions -> {path}", highlight=False)
 
 
 @app.command("bench")
@@ -221,7 +258,7 @@ def viz(
                                help="Question (the LLM sees it; the ViT does not)."),
     budget: str = typer.Option("0.2", help="Share of visual tokens to keep (0.2) or a token count (576)."),
     methods: str = typer.Option("hired,prumerge+,spatial", help="Comma-separated methods, one row each."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Hub id, local folder or preset name."),
+    model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     out: str = typer.Option("kept.png", "--out", "-o", help="PNG file to write."),
     alpha: float = typer.Option(0.5, help="HiRED's full-view share."),
     seed: int = typer.Option(0, help="Seed for random policies."),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,7 +11,11 @@ import torch
 from hired.errors import HiREDError, UnsupportedModelError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-DEFAULT_MODEL = "tiny-llava-next"
+# The bundled demo model: a small LLaVA-NeXT trained on synthetic scenes (hired.demo.train); the
+# default of `hired run`, `hired viz` and `hired eval`.
+DEMO = "demo"
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+DEFAULT_MODEL = DEMO
 
 
 @dataclass
@@ -71,12 +76,19 @@ def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def load(spec: str | None = None, device: str = "auto", dtype: str = "auto", **preset_kwargs: Any) -> LoadedModel:
-    """``spec`` is a preset name (random weights), a local folder or a hub id."""
+    """``spec`` is ``"demo"`` (the bundled model, the default), a preset name (random weights), a
+    local folder or a hub id."""
     from hired import presets
 
     spec = spec or DEFAULT_MODEL
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
+    if spec == DEMO:
+        if not (DEMO_MODEL_DIR / "model.safetensors").is_file():
+            raise HiREDError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; rebuild it with "
+                             f"`python -m hired.demo.train --out {DEMO_MODEL_DIR}` or pass --model")
+        model, processor = load_model_and_processor(str(DEMO_MODEL_DIR), dtype=torch_dtype)
+        return LoadedModel(model.to(target), processor, DEMO, random_weights=False)
     if spec in presets.PRESETS:
         model = presets.build_model(spec, dtype=torch_dtype, device=target, **preset_kwargs)
         family = presets.PRESETS[spec].family
