@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from hired.results import write_result_files
 
 COLUMNS = [
     "method", "budget", "image", "batch", "kept / total", "TTFT s (min-max)", "TTFT speedup", "ideal",
@@ -154,10 +155,4 @@ def plot_speedup(results: dict[str, Any], path: Path) -> None:
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "speedup.png"}
-    paths["json"].write_text(json.dumps(results, indent=2, default=str))
-    paths["md"].write_text(markdown_table(results))
-    plot_speedup(results, paths["png"])
-    return paths
+    return write_result_files(results, out_dir, markdown_table, plot_speedup, "speedup.png")

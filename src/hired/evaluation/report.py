@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from hired.results import write_result_files
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -65,10 +66,4 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "results.json", "md": out / "results.md", "png": out / "accuracy.png"}
-    paths["json"].write_text(json.dumps(results, indent=2))
-    paths["md"].write_text(markdown_table(results))
-    plot_accuracy(results, paths["png"])
-    return paths
+    return write_result_files(results, out_dir, markdown_table, plot_accuracy, "accuracy.png")
