@@ -7,10 +7,10 @@ from test_llava_next import inputs_for, llm_sequence_lengths
 
 import hired
 from hired import HiREDConfig
-from hired.baselines import ADAPTIVE, FIXED_BUDGET
-from hired.baselines.common import lattice, proportional_budgets
+from hired.core.view import ImageView
 from hired.errors import ConfigError
-from hired.methods import NEEDS_KEYS, POLICIES, ImageView
+from hired.policies import ADAPTIVE, FIXED_BUDGET, NEEDS_KEYS, POLICIES, check_method
+from hired.policies.common import lattice, proportional_budgets
 
 P, N, D = 5, 576, 16
 
@@ -41,7 +41,7 @@ def test_baselines_are_registered_and_unknown_names_are_refused():
     assert set(FIXED_BUDGET) | set(ADAPTIVE) | {"hired"} == set(POLICIES)
     assert {"prumerge", "prumerge+", "prumerge-fixed", "prumerge+-fixed", "visionzip"} <= NEEDS_KEYS
     with pytest.raises(ConfigError, match=r"unknown method 'nope'; known methods: .*prumerge\+.*visionzip"):
-        HiREDConfig(method="nope")
+        check_method("nope")
 
 
 @pytest.mark.parametrize("name", FIXED_BUDGET)

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from hired.bench import flops
 from hired.bench.report import markdown_table, write_results
-from hired.bench.runner import METRICS, BenchSettings, parse_size, run_bench
+from hired.bench.runner import METRICS, run_bench
+from hired.bench.settings import BenchSettings, parse_size
 from hired.bench.timing import GenerationTiming
 from hired.cli import app
 
@@ -39,8 +40,8 @@ def test_llm_prefill_flops_by_hand():
 
 def test_ideal_speedup_adds_the_vit_to_both_sides():
     vit = 3 * 22176 + 3 * 768
-    assert flops.ideal_ttft_speedup(VISION, TEXT, 3, 6, 3) == pytest.approx((vit + 15328) / (vit + 7456))
-    assert flops.ideal_ttft_speedup(VISION, TEXT, 3, 6, 6) == 1.0
+    ideal = flops.ttft_flops(VISION, TEXT, 3, 6).total / flops.ttft_flops(VISION, TEXT, 3, 3).total
+    assert ideal == pytest.approx((vit + 15328) / (vit + 7456))
     total = flops.ttft_flops(VISION, TEXT, crops=3, seq_len=6, batch=2)
     assert total.to_dict() == {"vit": 2 * 3 * 22176, "projector": 2 * 3 * 768, "llm": 2 * 15328,
                                "total": 2 * (3 * 22176 + 3 * 768 + 15328)}

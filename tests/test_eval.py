@@ -10,7 +10,7 @@ from hired.cli import app
 from hired.errors import HiREDError
 from hired.evaluation.data import load_items
 from hired.evaluation.metrics import confidence_interval, exact_match, normalize_answer, vqa_accuracy
-from hired.evaluation.runner import Arm, make_arms
+from hired.experiments import Arm, make_arms
 
 runner = CliRunner()
 

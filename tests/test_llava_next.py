@@ -140,7 +140,7 @@ def test_hooks_are_removed_when_the_call_raises(model_next):
     hired.apply(model, HiREDConfig(budget=0.2))
     inputs = inputs_for(processor, noise_image(336, 336))
     inputs["pixel_values"] = inputs["pixel_values"][..., :100]  # the ViT will fail
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="doesn't match model"):  # raised by the ViT, inside the hooks
         model(**inputs)
     assert no_hooks_left(model)
 
@@ -165,12 +165,19 @@ def test_prompt_with_wrong_image_token_count_is_a_clear_error(model_next):
         ({"alpha": 1.2}, "alpha"),
         ({"alpha": -0.1}, "alpha"),
         ({"allocation": "fast"}, "allocation"),
-        ({"method": "nope"}, "unknown method"),
+        ({"method": ""}, "method must be a policy name"),
     ],
 )
 def test_bad_config_values_are_refused(kwargs, message):
     with pytest.raises(hired.ConfigError, match=message):
         HiREDConfig(**kwargs)
+
+
+def test_unknown_method_is_refused_at_apply(model_next):
+    model, _ = model_next
+    with pytest.raises(hired.ConfigError, match="unknown method 'nope'; known methods: .*hired"):
+        hired.apply(model, HiREDConfig(method="nope"))
+    assert not hired.is_applied(model)
 
 
 @pytest.mark.parametrize("kwargs", [{"init_layer": 3}, {"final_layer": -4}, {"init_layer": 99}])
@@ -193,7 +200,7 @@ def test_unsupported_model_is_refused():
 def test_scores_match_eager_attention(model_next):
     """The hooked CLS row equals the eager attention matrix's CLS row."""
     model, processor = model_next
-    from hired.scoring import record_cls_attention
+    from hired.backends.hf.hooks import record_cls_attention
 
     tower = model.model.vision_tower
     pixels = inputs_for(processor, noise_image(336, 336))["pixel_values"][0, :2]

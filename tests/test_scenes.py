@@ -110,7 +110,7 @@ def test_make_scenes_writes_pngs_and_jsonl_of_the_schema(written):
 
 
 def test_more_scenes_keep_the_same_first_scenes(written, tmp_path):
-    out, paths = written
+    _, paths = written
     bigger = make_scenes(tmp_path, 35, seed=0)
     small = [line for line in open(paths["test"])]
     large = [line for line in open(bigger["test"])]

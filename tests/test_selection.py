@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hired import select_tokens
-from hired.allocation import apportion, exact_budgets, subimage_content
-from hired.selection import partition_budgets, topk_masks
+from hired.core.allocation import apportion, exact_budgets, partition_budgets, subimage_content
+from hired.core.selection import topk_masks
 
 N = 576
 GRIDS = [(1, 2), (2, 1), (2, 2), (1, 3), (3, 1)]

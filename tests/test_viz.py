@@ -8,7 +8,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from hired.cli import app
-from hired.report import ImageReport
+from hired.core.report import ImageReport
 from hired.viz import DROPPED, Row, partition_pictures, plan, render
 
 runner = CliRunner()

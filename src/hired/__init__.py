@@ -1,7 +1,9 @@
 """hired: HiRED token dropping for high-resolution vision-language models."""
 
-from hired.api import apply, from_pretrained, is_applied, remove
+from hired.api import apply, from_pretrained, is_applied, planned_tokens, remove
 from hired.config import HiREDConfig
+from hired.core.report import HiREDReport, ImageReport
+from hired.core.selection import select_tokens
 from hired.errors import (
     ConfigError,
     HiREDError,
@@ -9,8 +11,6 @@ from hired.errors import (
     ImageTokenMismatchError,
     UnsupportedModelError,
 )
-from hired.report import HiREDReport, ImageReport
-from hired.selection import select_tokens
 
 __all__ = [
     "ConfigError",
@@ -24,6 +24,7 @@ __all__ = [
     "apply",
     "from_pretrained",
     "is_applied",
+    "planned_tokens",
     "remove",
     "select_tokens",
 ]

@@ -1,4 +1,4 @@
-"""Public entry points: apply, remove, from_pretrained."""
+"""Public entry points: apply, remove, is_applied, from_pretrained, planned_tokens."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from typing import Any
 
 from torch import nn
 
+from hired.backends.hf import HFPatch
 from hired.config import HiREDConfig
-from hired.models import adapter_for
+from hired.errors import ConfigError, HiREDError
+from hired.families import family_for_config
 
 _PATCHED = ("forward", "generate")
 
@@ -19,12 +21,14 @@ def apply(model: nn.Module, config: HiREDConfig | None = None) -> nn.Module:
     After each call with images, ``model.hired_report`` holds what was kept.
     """
     config = config if config is not None else HiREDConfig()
-    adapter = adapter_for(model)(model, config)  # validates before touching the model
+    if not isinstance(config, HiREDConfig):
+        raise ConfigError(f"config must be a hired.HiREDConfig, got {type(config).__name__}")
+    patch = HFPatch(model, config)  # validates before touching the model
     remove(model)
     for name in _PATCHED:
         original = getattr(model, name)
-        setattr(model, name, getattr(adapter, f"wrap_{name}")(original))
-    model.hired_adapter = adapter
+        setattr(model, name, getattr(patch, f"wrap_{name}")(original))
+    model.hired_adapter = patch
     model.hired_config = config
     model.hired_report = None
     return model
@@ -41,11 +45,29 @@ def is_applied(model: nn.Module) -> bool:
     return "hired_adapter" in model.__dict__
 
 
+def planned_tokens(model_config: Any, image_size: tuple[int, int], config: HiREDConfig | None = None) -> int | None:
+    """Image tokens (visual + newline) the language model receives for one image of
+    ``image_size`` = (height, width) under ``config``, from the model config and geometry alone,
+    with no forward pass. ``None`` where the count depends on the content (adaptive PruMerge,
+    newlines "kept_rows", official allocation below 100%). With budget 1.0 and newlines "all" it
+    is the processor's placeholder count."""
+    config = config if config is not None else HiREDConfig()
+    if not isinstance(config, HiREDConfig):
+        raise ConfigError(f"config must be a hired.HiREDConfig, got {type(config).__name__}")
+    try:
+        height, width = (int(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise HiREDError(f"image_size must be (height, width), got {image_size!r}") from None
+    if height < 1 or width < 1:
+        raise HiREDError(f"image_size must be positive, got {(height, width)}")
+    return family_for_config(model_config).planned_tokens(model_config, (height, width), config)
+
+
 def from_pretrained(
     model_id: str, config: HiREDConfig | None = None, **kwargs: Any
 ) -> tuple[nn.Module, Any]:
-    """Load a LLaVA-NeXT or LLaVA-1.5 checkpoint (hub id or local path) with its processor
-    and apply HiRED. ``kwargs`` go to the model's ``from_pretrained`` (dtype, device_map, ...)."""
+    """Load a supported checkpoint (hub id or local path) with its processor and apply HiRED.
+    ``kwargs`` go to the model's ``from_pretrained`` (dtype, device_map, ...)."""
     from hired.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(model_id, **kwargs)

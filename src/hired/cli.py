@@ -41,7 +41,9 @@ def cli_errors(fn: Callable) -> Callable:
 def hired_config(budget: str, alpha: float, allocation: str, method: str, init_layer: int = 0,
                  final_layer: int | None = None):
     from hired.config import HiREDConfig, parse_budget
+    from hired.policies import check_method
 
+    check_method(method)
     return HiREDConfig(budget=parse_budget(budget), alpha=alpha, allocation=allocation, method=method,
                        init_layer=init_layer, final_layer=final_layer)
 
@@ -92,11 +94,8 @@ def run(
     picture = load_image(image)
     loaded = load(model, device=device, dtype=dtype)
     hired.apply(loaded.model, config)
-    inputs = loaded.processor(images=picture, text=loaded.format_prompt(prompt), return_tensors="pt")
-    inputs = inputs.to(loaded.model.device)
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(loaded.model.dtype)
-    output, timing = timed_generate(loaded.model, dict(inputs), max_new_tokens, force_length=loaded.random_weights)
+    inputs = loaded.inputs(picture, loaded.format_prompt(prompt))
+    output, timing = timed_generate(loaded.model, inputs, max_new_tokens, force_length=loaded.random_weights)
     answer = loaded.processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
     report = loaded.model.hired_report
     result = {
@@ -160,15 +159,14 @@ def evaluate(
     dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
 ) -> None:
     """Accuracy per method and budget on local VQA-style data."""
-    from hired.config import parse_budget
+    from hired.config import parse_budgets
     from hired.evaluation.data import load_items
     from hired.evaluation.report import markdown_table, write_results
     from hired.evaluation.runner import evaluate as run_evaluation
-    from hired.evaluation.runner import make_arms
+    from hired.experiments import make_arms
     from hired.loading import load
 
-    arms = make_arms([m.strip() for m in methods.split(",") if m.strip()],
-                     [parse_budget(b) for b in budgets.split(",") if b.strip()])
+    arms = make_arms([m.strip() for m in methods.split(",") if m.strip()], parse_budgets(budgets))
     items = load_items(data, split, limit)
     loaded = load(model, device=device, dtype=dtype)
     if loaded.random_weights:
@@ -224,7 +222,9 @@ def bench(
 ) -> None:
     """Time to first token, decode speed, latency and peak memory: full model vs each method and budget."""
     from hired.bench.report import header_lines, overhead_lines, rich_table, write_results
-    from hired.bench.runner import BenchSettings, parse_budgets, parse_ints, parse_size, run_bench, split_list
+    from hired.bench.runner import run_bench
+    from hired.bench.settings import BenchSettings, parse_ints, parse_size, split_list
+    from hired.config import parse_budgets
 
     settings = BenchSettings(
         model=model or "tiny-llava-next",
@@ -271,6 +271,7 @@ def viz(
     import torch
 
     from hired.config import parse_budget
+    from hired.experiments import method_config
     from hired.images import load_image
     from hired.loading import load
     from hired.viz import collect, draw, save_png
@@ -282,7 +283,7 @@ def viz(
     if not 24 <= panel <= 2000:
         raise HiREDError(f"--panel must be between 24 and 2000 pixels; got {panel}")
     for name in names:  # unknown methods and bad budgets fail before the model loads
-        hired_config(budget, alpha, "exact", name)
+        method_config(name, parse_budget(budget), alpha, seed)
     picture = load_image(image)
     loaded = load(model, device=device, dtype=dtype)
     rows, pictures = collect(loaded.model, loaded.processor, picture, loaded.format_prompt(prompt), names,

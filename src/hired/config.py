@@ -1,4 +1,11 @@
-"""HiREDConfig: the token budget and how it is spent. Validated on construction."""
+"""HiREDConfig: the token budget and how it is spent. Validated on construction.
+
+A leaf module: it imports nothing of hired but the errors, so every room can read a config. The
+budget is turned into a token count in one place (:meth:`HiREDConfig.budget_tokens`) and parsed
+from text in one place (:func:`parse_budget`, :func:`parse_budgets`). Whether ``method`` names a
+registered policy is checked where policies are looked up (``hired.policies.get_policy``), which
+``hired.apply`` and every command do before touching a model.
+"""
 
 from __future__ import annotations
 
@@ -62,9 +69,8 @@ class HiREDConfig:
             raise ConfigError(f"allocation must be 'exact' or 'official', got {self.allocation!r}")
         if self.newlines not in (None, "kept_rows", "all", "none"):
             raise ConfigError(f"newlines must be 'kept_rows', 'all' or 'none', got {self.newlines!r}")
-        from hired.methods import check_method  # late import: methods import this module
-
-        check_method(self.method)
+        if not isinstance(self.method, str) or not self.method:
+            raise ConfigError(f"method must be a policy name such as 'hired', got {self.method!r}")
 
     @property
     def is_ratio(self) -> bool:
@@ -76,8 +82,9 @@ class HiREDConfig:
             return self.newlines
         return "none" if self.allocation == "official" else "kept_rows"
 
-    def tokens_for(self, total_tokens: int) -> int:
-        """The budget as a token count for an image with ``total_tokens`` partition tokens."""
+    def budget_tokens(self, total_tokens: int) -> int:
+        """The budget as a token count for an image with ``total_tokens`` partition tokens: the one
+        place a ratio becomes a count (official mode floors, as the published code does)."""
         if not self.is_ratio:
             return int(self.budget)
         if self.allocation == "official":
@@ -89,9 +96,20 @@ class HiREDConfig:
 
 
 def parse_budget(text: str) -> float | int:
-    """CLI budget: '0.2' or '1.0' is a ratio, '576' is a token count."""
-    text = text.strip()
+    """A budget from text (CLI, bench, eval, lmms-eval model args): '0.2' or '1.0' is a ratio,
+    '576' is a token count. Range-checked with HiREDConfig's own message."""
+    text = str(text).strip()
     try:
-        return int(text) if text.lstrip("+-").isdigit() else float(text)
+        budget: float | int = int(text) if text.lstrip("+-").isdigit() else float(text)
     except ValueError:
         raise ConfigError(f"budget must be a ratio like 0.2 or a token count like 576, got {text!r}") from None
+    HiREDConfig(budget=budget)  # range check
+    return budget
+
+
+def parse_budgets(text: str) -> list[float | int]:
+    """A comma-separated list of budgets, e.g. '1.0,0.2,0.1' or '576,288'."""
+    budgets = [parse_budget(part) for part in str(text).split(",") if part.strip()]
+    if not budgets:
+        raise ConfigError(f"give at least one budget, e.g. 0.2 or 1.0,0.2; got {text!r}")
+    return budgets

@@ -40,6 +40,18 @@ class LoadedModel:
             )
         return "\n".join([token] * images + [question])
 
+    def inputs(self, images: Any, text: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Processor outputs for ``images`` and ``text``, on the model's device and dtype."""
+        return model_inputs(self.model, self.processor, images, text, **kwargs)
+
+
+def model_inputs(model: Any, processor: Any, images: Any, text: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    """Run the processor and put its tensors on the model's device, pixels in the model's dtype."""
+    inputs = processor(images=images, text=text, return_tensors="pt", **kwargs).to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    return dict(inputs)
+
 
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
@@ -58,19 +70,21 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
-    """A LLaVA-NeXT or LLaVA-1.5 checkpoint from the hub or a local folder, as transformers loads it."""
-    from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+    """A checkpoint of a supported family (see :data:`hired.families.FAMILIES`) from the hub or a
+    local folder, loaded exactly as transformers loads it."""
+    from transformers import AutoConfig, AutoProcessor
 
-    classes = {"llava_next": LlavaNextForConditionalGeneration, "llava": LlavaForConditionalGeneration}
+    from hired.families import BY_MODEL_TYPE, supported
+
     try:
         config = AutoConfig.from_pretrained(model_id)
     except OSError as error:
         raise HiREDError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
-    if config.model_type not in classes:
+    if config.model_type not in BY_MODEL_TYPE:
         raise UnsupportedModelError(
-            f"{model_id} is a {config.model_type!r} model; hired supports llava_next and llava checkpoints"
+            f"{model_id} is a {config.model_type!r} model; hired supports {supported()} checkpoints"
         )
-    model = classes[config.model_type].from_pretrained(model_id, **kwargs)
+    model = BY_MODEL_TYPE[config.model_type].model_class().from_pretrained(model_id, **kwargs)
     processor = AutoProcessor.from_pretrained(model_id)
     return model.eval(), processor
 
@@ -91,7 +105,6 @@ def load(spec: str | None = None, device: str = "auto", dtype: str = "auto", **p
         return LoadedModel(model.to(target), processor, DEMO, random_weights=False)
     if spec in presets.PRESETS:
         model = presets.build_model(spec, dtype=torch_dtype, device=target, **preset_kwargs)
-        family = presets.PRESETS[spec].family
-        return LoadedModel(model, presets.build_processor(family), spec, random_weights=True)
+        return LoadedModel(model, presets.build_processor(presets.PRESETS[spec].family), spec, random_weights=True)
     model, processor = load_model_and_processor(spec, dtype=torch_dtype)
     return LoadedModel(model.to(target), processor, spec, random_weights=False)

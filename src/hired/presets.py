@@ -12,9 +12,7 @@ from tokenizers.pre_tokenizers import Whitespace
 from transformers import (
     CLIPVisionConfig,
     LlavaConfig,
-    LlavaForConditionalGeneration,
     LlavaNextConfig,
-    LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
@@ -23,6 +21,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from hired.errors import HiREDError
+from hired.families import FAMILIES
 
 # LLaVA-v1.6's anyres resolutions (height, width) and CLIP ViT-L/14-336.
 GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
@@ -36,7 +35,7 @@ CLIP_L_336 = dict(
 class Preset:
     """Shapes of a real checkpoint (or of the tiny test model)."""
 
-    family: str  # "llava_next" or "llava"
+    family: str  # a key of hired.families.FAMILIES
     vision: dict
     text: dict
     checkpoint: str | None = None  # the hub id whose shapes these are
@@ -106,16 +105,19 @@ def build_processor(family: str = "llava_next", tokenizer: PreTrainedTokenizerFa
     if family == "llava_next":
         image_processor = LlavaNextImageProcessorPil(image_grid_pinpoints=pinpoints or GRID_PINPOINTS, **common)
         cls = LlavaNextProcessor
-    else:
+    elif family == "llava":
         image_processor = CLIPImageProcessorPil(**common)
         cls = LlavaProcessor
+    else:
+        raise HiREDError(f"no local processor for family {family!r}")
     return cls(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
     )
 
 
-def build_config(name: str, vit_layers: int | None = None, llm_layers: int | None = None, vocab_size: int | None = None):
+def build_config(name: str, vit_layers: int | None = None, llm_layers: int | None = None,
+                 vocab_size: int | None = None):
     """The transformers config of a preset, depths optionally shrunk."""
     if name not in PRESETS:
         raise HiREDError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
@@ -138,14 +140,16 @@ def build_config(name: str, vit_layers: int | None = None, llm_layers: int | Non
     )
     if preset.family == "llava_next":
         return LlavaNextConfig(image_grid_pinpoints=GRID_PINPOINTS, **common)
-    return LlavaConfig(**common)
+    if preset.family == "llava":
+        return LlavaConfig(**common)
+    raise HiREDError(f"no preset config for family {preset.family!r}")
 
 
 def build_model(name: str = "tiny-llava-next", vit_layers: int | None = None, llm_layers: int | None = None,
                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", seed: int = 0):
     """A random-weight model of a preset's shapes, built directly on ``device`` in ``dtype``."""
     config = build_config(name, vit_layers, llm_layers)
-    cls = LlavaNextForConditionalGeneration if PRESETS[name].family == "llava_next" else LlavaForConditionalGeneration
+    cls = FAMILIES[PRESETS[name].family].model_class()
     torch.manual_seed(seed)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

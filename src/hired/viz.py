@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from hired.report import ImageReport
+from hired.core.report import ImageReport
 
 DROPPED = 0.3  # brightness of dropped tokens
 INVALID = (96, 96, 96)  # tokens the model's unpadding removes (not part of the picture)
@@ -124,7 +124,7 @@ def _outline(draw: ImageDraw.ImageDraw, panel: Panel, keep: torch.Tensor) -> Non
 
 
 def partition_title(report: ImageReport, partition: int) -> str:
-    rows, cols = report.grid
+    cols = report.grid[1]
     if partition == 0 or report.partitions == 1:
         name = "full view"
     else:
@@ -183,21 +183,21 @@ def collect(
     pictures. ``prompt`` must already hold the image placeholder (see ``LoadedModel.format_prompt``).
     The model is left patched as it was on entry."""
     import hired
-    from hired.config import HiREDConfig
+    from hired.experiments import method_config
+    from hired.loading import model_inputs
 
-    configs = [HiREDConfig(budget=budget, alpha=alpha, method=m, seed=seed) for m in methods]  # validate first
-    inputs = processor(images=image, text=prompt, return_tensors="pt").to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    configs = [method_config(m, budget, alpha, seed) for m in methods]  # validate first
+    inputs = model_inputs(model, processor, image, prompt)
     image_processor = getattr(processor, "image_processor", processor)
     pictures = partition_pictures(inputs["pixel_values"][0], image_processor.image_mean, image_processor.image_std)
     before = model.__dict__.get("hired_config")
     rows = []
     try:
-        for config in configs:
+        for name, config in zip(methods, configs):
             hired.apply(model, config)
             with torch.no_grad():
                 model(**inputs)
-            rows.append(Row(config.method, model.hired_report.images[0]))
+            rows.append(Row(name, model.hired_report.images[0]))
     finally:
         hired.remove(model)
         if before is not None:

@@ -123,11 +123,3 @@ def ttft_flops(vision: VisionShape, text: TextShape, crops: int, seq_len: int, b
         projector=batch * projector_flops(vision, text.hidden, crops),
         llm=batch * llm_prefill_flops(text, seq_len, causal),
     )
-
-
-def ideal_ttft_speedup(vision: VisionShape, text: TextShape, crops: int, full_len: int, kept_len: int,
-                       causal: bool = True) -> float:
-    """Full-sequence over kept-sequence TTFT FLOPs, the ViT and projector on both sides."""
-    full = ttft_flops(vision, text, crops, full_len, causal=causal).total
-    kept = ttft_flops(vision, text, crops, kept_len, causal=causal).total
-    return full / kept

@@ -114,7 +114,9 @@ class GenerationTiming:
 
     @property
     def decode_tokens_per_s(self) -> float:
-        return (self.new_tokens - 1) / self.decode_time if self.new_tokens > 1 and self.decode_time > 0 else float("nan")
+        if self.new_tokens > 1 and self.decode_time > 0:
+            return (self.new_tokens - 1) / self.decode_time
+        return float("nan")
 
     @property
     def throughput(self) -> float:

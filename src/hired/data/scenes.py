@@ -254,8 +254,3 @@ def make_scenes(out_dir: str | Path, n: int, seed: int = 0, progress: bool = Fal
         for f in files.values():
             f.close()
     return paths
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]

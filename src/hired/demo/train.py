@@ -276,15 +276,6 @@ def encode_questions(tokenizer, items) -> None:
         it["blocks"] = blocks
 
 
-def prompt_length(processor, size: tuple[int, int]) -> int:
-    """Image placeholders the processor writes for a picture of this size."""
-    from PIL import Image
-
-    image = Image.new("RGB", (size[1], size[0]))
-    ids = processor(images=image, text="<image>", return_tensors="pt")["input_ids"][0]
-    return int((ids == processor.tokenizer.convert_tokens_to_ids("<image>")).sum())
-
-
 def stage2_batch(model, items, eos: int, pad: int, stats=None):
     """Embeddings, 4D block mask, positions and targets of a batch of scenes of one geometry."""
     lm = model.model
@@ -294,7 +285,7 @@ def stage2_batch(model, items, eos: int, pad: int, stats=None):
     projected = lm.multi_modal_projector(feats)
     counts = [it["features"].shape[0] for it in items]
     sizes = torch.tensor([it["size"] for it in items])
-    packed, lengths = lm.pack_image_features(list(projected.split(counts)), sizes, "default", lm.image_newline)
+    packed, _ = lm.pack_image_features(list(projected.split(counts)), sizes, "default", lm.image_newline)
     embed = lm.get_input_embeddings()
     seqs, lens = [], []
     for it, image in zip(items, packed):

@@ -52,7 +52,8 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
         rows = sorted(rows, key=kept_share)
         x = [100 * kept_share(r) for r in rows]
         y = [100 * r["accuracy"] for r in rows]
-        err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows], [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
+        err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows],
+               [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
     ax.axhline(100 * results["majority"], color="grey", linestyle=":", label="majority answer")
     ax.set_xlabel("visual tokens kept (% of all partition tokens)")

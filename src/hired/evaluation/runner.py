@@ -4,56 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import hired
-from hired.config import HiREDConfig
 from hired.errors import HiREDError
 from hired.evaluation.metrics import confidence_interval, normalize_answer, score
+from hired.experiments import Arm
 from hired.images import load_image
 from hired.loading import LoadedModel
-
-FULL = "full"
-OFFICIAL_SUFFIX = "-official"  # "hired-official": HiRED with the published code's allocation
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One method at one budget (the full model has no budget)."""
-
-    method: str
-    budget: float | int | None = None
-
-    @property
-    def key(self) -> str:
-        return self.method if self.budget is None else f"{self.method}@{self.budget}"
-
-    def config(self, alpha: float = 0.5, seed: int = 0) -> HiREDConfig | None:
-        if self.method == FULL:
-            return None
-        method, allocation = self.method, "exact"
-        if method.endswith(OFFICIAL_SUFFIX):
-            method, allocation = method[: -len(OFFICIAL_SUFFIX)], "official"
-        return HiREDConfig(budget=self.budget, alpha=alpha, allocation=allocation, method=method, seed=seed)
-
-
-def make_arms(methods: Iterable[str], budgets: Iterable[float | int]) -> list[Arm]:
-    """The full model once, then every other method at every budget (validated now)."""
-    budgets = list(budgets)
-    arms = [Arm(FULL)]
-    for method in methods:
-        if method == FULL:
-            continue
-        for budget in budgets:
-            arm = Arm(method, budget)
-            arm.config()  # raises a clear ConfigError for unknown methods or bad budgets
-            arms.append(arm)
-    return arms
 
 
 def read_cache(path: Path) -> dict[str, dict]:
@@ -87,9 +48,7 @@ def answer_batch(loaded: LoadedModel, batch: list[dict], max_new_tokens: int) ->
     """Generate answers for a batch of items; with HiRED applied, also what was kept."""
     model, processor = loaded.model, loaded.processor
     images = [load_image(item["image"]) for item in batch]
-    prompts = [loaded.format_prompt(item["question"]) for item in batch]
-    inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True).to(model.device)
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    inputs = loaded.inputs(images, [loaded.format_prompt(item["question"]) for item in batch], padding=True)
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     texts = processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)

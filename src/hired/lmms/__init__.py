@@ -21,7 +21,7 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[HiREDConfig, dict[str, Any
     """Separate HiRED's options from lmms-eval's llava_hf options (values may arrive as strings)."""
     ours = {k: kwargs.pop(k) for k in HIRED_ARGS if k in kwargs}
     if "budget" in ours:
-        ours["budget"] = parse_budget(str(ours["budget"]))
+        ours["budget"] = parse_budget(ours["budget"])
     for key in ("alpha",):
         if key in ours:
             ours[key] = float(ours[key])

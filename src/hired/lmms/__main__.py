@@ -8,7 +8,9 @@ def main() -> None:
         import lmms_eval.models as registry
         from lmms_eval.__main__ import cli_evaluate
     except ImportError as error:
-        raise SystemExit(f"error: lmms-eval is not importable ({error}); install it with: pip install 'hired[lmms]'")
+        raise SystemExit(
+            f"error: lmms-eval is not importable ({error}); install it with: pip install 'hired[lmms]'"
+        ) from None
     from hired.lmms.models.hired_llava import HiREDLlava
 
     available = getattr(registry, "AVAILABLE_MODELS", None)

@@ -40,7 +40,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hired.baselines.common import (
+from hired.config import HiREDConfig
+from hired.core.selection import topk_masks
+from hired.core.view import ImageView, Selection
+from hired.policies.common import (
     evenly_spaced,
     iqr_outliers,
     knn_merge_weights,
@@ -48,9 +51,7 @@ from hired.baselines.common import (
     ranked_fill,
     scale_k,
 )
-from hired.config import HiREDConfig
-from hired.methods import ImageView, Selection, register
-from hired.selection import topk_masks
+from hired.policies.registry import register
 
 NEIGHBOURS_AT_576 = 32  # k of the reference code for a 576-token CLIP-L/14-336 crop
 SPATIAL_DENSITY = 3  # PruMerge+: uniform samples every int(step / 3) tokens
@@ -84,19 +85,19 @@ def spatial_samples(valid: Tensor, chosen: Tensor) -> Tensor:
 def merged(view: ImageView, keep: Tensor, budgets: Tensor) -> Selection:
     keep = keep & view.valid
     if view.keys is None:
-        raise ValueError("PruMerge needs the final layer's keys; the adapter passes them to NEEDS_KEYS policies")
+        raise ValueError("PruMerge needs the final layer's keys; the backend passes them to NEEDS_KEYS policies")
     k = scale_k(NEIGHBOURS_AT_576, view.final_scores.shape[1])
     weights = knn_merge_weights(view.keys, keep, view.valid, view.final_scores, k)
     return Selection(keep, budgets.long(), weights)
 
 
-@register("prumerge", needs_keys=True)
+@register("prumerge", needs_keys=True, count_known=False)
 def prumerge_policy(view: ImageView, config: HiREDConfig) -> Selection:
     keep = outliers(view)
     return merged(view, keep, keep.sum(1))
 
 
-@register("prumerge+", needs_keys=True)
+@register("prumerge+", needs_keys=True, count_known=False)
 def prumerge_plus_policy(view: ImageView, config: HiREDConfig) -> Selection:
     keep = outliers(view)
     keep = keep | spatial_samples(view.valid, keep)

@@ -2,13 +2,14 @@
 
 The budget is split across partitions in proportion to their valid tokens; within a partition the
 kept tokens form a regular 2-D lattice over the valid (unpadded) region, thinned evenly to the
-exact count (see :func:`hired.baselines.common.lattice`)."""
+exact count (see :func:`hired.policies.common.lattice`)."""
 
 from __future__ import annotations
 
-from hired.baselines.common import lattice, mask_from_indices, proportional_budgets
 from hired.config import HiREDConfig
-from hired.methods import ImageView, Selection, register
+from hired.core.view import ImageView, Selection
+from hired.policies.common import lattice, mask_from_indices, proportional_budgets
+from hired.policies.registry import register
 
 
 @register("spatial")

@@ -11,8 +11,8 @@ import math
 import torch
 from torch import Tensor
 
-from hired.allocation import apportion
-from hired.selection import topk_masks
+from hired.core.allocation import apportion
+from hired.core.selection import topk_masks
 
 
 def proportional_budgets(valid: Tensor, budget: int) -> Tensor:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from hired.baselines.common import proportional_budgets
 from hired.config import HiREDConfig
-from hired.methods import ImageView, Selection, register
-from hired.selection import topk_masks
+from hired.core.selection import topk_masks
+from hired.core.view import ImageView, Selection
+from hired.policies.common import proportional_budgets
+from hired.policies.registry import register
 
 
 @register("random")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hired.allocation import exact_budgets, official_budgets, subimage_content
+from hired.core.allocation import partition_budgets
 
 
 def topk_masks(scores: Tensor, budgets: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -22,35 +22,6 @@ def topk_masks(scores: Tensor, budgets: Tensor, valid: Tensor | None = None) -> 
     ranks.scatter_(-1, order, torch.arange(scores.shape[-1], device=scores.device).expand_as(order))
     keep = ranks < budgets.to(scores.device)[:, None]
     return keep if valid is None else keep & valid
-
-
-def partition_budgets(
-    init_scores: Tensor,
-    grid: tuple[int, int],
-    budget: int,
-    alpha: float,
-    mode: str = "exact",
-    valid: Tensor | None = None,
-    num_partitions: int | None = None,
-    tokens: int | None = None,
-) -> Tensor:
-    """Phase 1 alone: [P] budgets, full view first, sub-images row-major."""
-    rows, cols = grid
-    num_sub = rows * cols
-    P = num_partitions if num_partitions is not None else num_sub + 1
-    N = tokens if tokens is not None else init_scores.numel()
-    if P == 1:  # single-partition models (LLaVA-1.5): phase 2 only
-        cap = int(valid.sum()) if (valid is not None and mode == "exact") else N
-        return torch.tensor([min(budget, cap)], dtype=torch.long)
-    if P != num_sub + 1:
-        raise ValueError(f"{P} partitions do not match a {rows}x{cols} sub-image grid plus the full view")
-    if mode == "official":
-        return official_budgets(budget, alpha, init_scores, num_sub, N)
-    if mode != "exact":
-        raise ValueError(f"mode must be 'exact' or 'official', got {mode!r}")
-    capacity = valid.sum(-1) if valid is not None else torch.full((P,), N, dtype=torch.long)
-    content = subimage_content(init_scores, grid, None if valid is None else valid[1:])
-    return exact_budgets(budget, alpha, content, capacity)
 
 
 def select_tokens(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor
 
 
@@ -13,7 +12,7 @@ class ImageReport:
     """One image's partitions, budgets and keep mask.
 
     keep_mask is [P, N] (full view first, sub-images row-major); valid marks tokens that
-    survive LLaVA-NeXT's unpadding. ``kept`` counts visual tokens the language model receives;
+    survive the model's unpadding. ``kept`` counts visual tokens the language model receives;
     ``llm_tokens`` adds the image-newline tokens; ``llm_tokens_full`` is what the unmodified
     model would have fed it.
     """
@@ -26,7 +25,6 @@ class ImageReport:
     valid: Tensor
     newline_tokens: int
     llm_tokens_full: int
-    merged: bool = False
 
     @property
     def partitions(self) -> int:
@@ -116,7 +114,3 @@ class HiREDReport:
             "llm_image_tokens": self.llm_image_tokens,
             "images": [r.to_dict(masks) for r in self.images],
         }
-
-
-def full_mask(partitions: int, tokens: int) -> Tensor:
-    return torch.ones(partitions, tokens, dtype=torch.bool)

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import torch
 
-from hired.baselines.common import cosine_similarity, identity_weights, proportional_budgets
 from hired.config import HiREDConfig
-from hired.methods import ImageView, Selection, register
-from hired.selection import topk_masks
+from hired.core.selection import topk_masks
+from hired.core.view import ImageView, Selection
+from hired.policies.common import cosine_similarity, identity_weights, proportional_budgets
+from hired.policies.registry import register
 
 DOMINANT_SHARE = 54 / 64  # the paper's 54 dominant + 10 contextual of 64 tokens
 
@@ -35,7 +36,7 @@ DOMINANT_SHARE = 54 / 64  # the paper's 54 dominant + 10 contextual of 64 tokens
 @register("visionzip", needs_keys=True)
 def visionzip_policy(view: ImageView, config: HiREDConfig) -> Selection:
     if view.keys is None:
-        raise ValueError("VisionZip needs the final layer's keys; the adapter passes them to NEEDS_KEYS policies")
+        raise ValueError("VisionZip needs the final layer's keys; the backend passes them to NEEDS_KEYS policies")
     budgets = proportional_budgets(view.valid, view.budget)
     dominant_counts = (budgets.double() * DOMINANT_SHARE).round().long()
     contextual_counts = budgets - dominant_counts

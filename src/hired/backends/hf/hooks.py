@@ -1,8 +1,8 @@
-"""CLS-token attention of chosen ViT layers, captured during the model's own forward.
+"""CLS-token attention of chosen ViT layers, captured during a transformers model's own forward.
 
 Forward hooks on a layer's ``q_proj`` and ``k_proj`` see the CLS query and all keys; the
-CLS row softmax(q_cls K^T / sqrt(d)) is computed from them. No N x N matrix is built and the
-attention kernel (SDPA, FlashAttention, eager) is left untouched.
+CLS row softmax(q_cls K^T / sqrt(d)) is computed from them (:func:`hired.core.scoring.cls_attention`).
+No N x N matrix is built and the attention kernel (SDPA, FlashAttention, eager) is left untouched.
 """
 
 from __future__ import annotations
@@ -13,19 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-
-def cls_attention(q_cls: Tensor, keys: Tensor, num_heads: int) -> Tensor:
-    """CLS row of softmax attention, summed over heads, CLS column dropped.
-
-    q_cls: [B, D] projected CLS query; keys: [B, T, D] projected keys (CLS first).
-    Returns [B, T - 1] attention of the CLS token to each patch token.
-    """
-    B, T, D = keys.shape
-    d = D // num_heads
-    q = q_cls.float().reshape(B, num_heads, 1, d)
-    k = keys.float().reshape(B, T, num_heads, d).transpose(1, 2)  # [B, H, T, d]
-    logits = (q @ k.transpose(-1, -2)).squeeze(-2) * d**-0.5  # [B, H, T]
-    return logits.softmax(-1)[..., 1:].sum(1)
+from hired.core.scoring import cls_attention
 
 
 class CLSAttentionRecorder:

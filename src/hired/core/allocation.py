@@ -126,3 +126,32 @@ def official_budgets(total: int, alpha: float, init_scores: Tensor, num_subimage
         share = counts.float() / counts.sum().float()  # float32, as published
         budgets[1:] = (share * sub).int().long().clamp(max=tokens)
     return budgets
+
+
+def partition_budgets(
+    init_scores: Tensor,
+    grid: tuple[int, int],
+    budget: int,
+    alpha: float,
+    mode: str = "exact",
+    valid: Tensor | None = None,
+    num_partitions: int | None = None,
+    tokens: int | None = None,
+) -> Tensor:
+    """Phase 1 alone: [P] budgets, full view first, sub-images row-major."""
+    rows, cols = grid
+    num_sub = rows * cols
+    P = num_partitions if num_partitions is not None else num_sub + 1
+    N = tokens if tokens is not None else init_scores.numel()
+    if P == 1:  # single-partition models (LLaVA-1.5): phase 2 only
+        cap = int(valid.sum()) if (valid is not None and mode == "exact") else N
+        return torch.tensor([min(budget, cap)], dtype=torch.long)
+    if P != num_sub + 1:
+        raise ValueError(f"{P} partitions do not match a {rows}x{cols} sub-image grid plus the full view")
+    if mode == "official":
+        return official_budgets(budget, alpha, init_scores, num_sub, N)
+    if mode != "exact":
+        raise ValueError(f"mode must be 'exact' or 'official', got {mode!r}")
+    capacity = valid.sum(-1) if valid is not None else torch.full((P,), N, dtype=torch.long)
+    content = subimage_content(init_scores, grid, None if valid is None else valid[1:])
+    return exact_budgets(budget, alpha, content, capacity)

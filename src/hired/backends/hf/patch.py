@@ -1,0 +1,185 @@
+"""The reversible transformers patch: ``forward`` and ``generate`` feed the language model only
+the kept image tokens.
+
+One class serves every family: the family says how to reach the vision layers, how to get each
+image's packed features and how an image is laid out; the per-image plan is
+:func:`hired.core.plan.plan_image`. The prompt is shortened to the kept placeholder counts and
+the kept features go in as precomputed image features (``mm_encoder_outputs``), so the model's
+own merge of text and image embeddings, its attention kernels and its cache are untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from hired.backends.hf.hooks import record_cls_attention
+from hired.backends.hf.prompt import shrink_prompt
+from hired.config import HiREDConfig
+from hired.core.layout import ImageLayout
+from hired.core.plan import kept_features, plan_image, planned_tokens
+from hired.core.report import HiREDReport, ImageReport
+from hired.errors import HiREDError
+from hired.families import family_for_model
+from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known
+
+# [B, L] inputs that must shrink together with input_ids.
+PER_TOKEN_INPUTS = ("labels", "token_type_ids", "mm_token_type_ids")
+ENCODER_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy")
+
+
+@dataclass
+class EncodedBatch:
+    """A batch through the vision encoder: per image its size, layout, packed features and
+    scores ([P, N], HiRED's partition order)."""
+
+    sizes: list[tuple[int, int]]
+    layouts: list[ImageLayout]
+    packed: list[Tensor]
+    final: list[Tensor]
+    init: list[Tensor]
+    keys: list[Tensor | None]
+
+
+class HFPatch:
+    """HiRED on one transformers model: validated on construction, before the model is touched."""
+
+    def __init__(self, model: nn.Module, config: HiREDConfig):
+        self.model = model
+        self.config = config
+        self.family = family_for_model(model)
+        self.policy = get_policy(config.method)
+        self.family.check_model(model)
+        self.layers = self.family.vision_layers(model)
+        self.num_heads = self.family.num_heads(model.config)
+        self.init_layer, self.final_layer = self.family.scoring_layers(model.config, config)
+        self.count_known = is_count_known(config)
+
+    # -- one batch of images -------------------------------------------------------------------
+    def scoring_hooks(self):
+        attention = {i: self.layers[i].self_attn for i in {self.init_layer, self.final_layer}}
+        keep_keys = [self.final_layer] if self.config.method in NEEDS_KEYS else []
+        return record_cls_attention(attention, self.num_heads, keep_keys)
+
+    def run_encoder(self, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any) -> EncodedBatch:
+        """The model's own image encoding (ViT + projector + packing), with the scoring hooks on."""
+        sizes = self.family.image_sizes(pixel_values, image_sizes)
+        layouts = [self.family.layout(self.model.config, size) for size in sizes]
+        with self.scoring_hooks() as scores:
+            packed = self.family.image_features(self.model, pixel_values, image_sizes, **kwargs)
+        counts = [layout.partitions for layout in layouts]
+        keys = scores.keys.get(self.final_layer)
+        return EncodedBatch(
+            sizes, layouts, packed,
+            scores.scores[self.final_layer].cpu().split(counts),
+            scores.scores[self.init_layer].cpu().split(counts),
+            keys.split(counts) if keys is not None else [None] * len(counts),
+        )
+
+    def plan_images(self, batch: EncodedBatch) -> tuple[list[Tensor], list[ImageReport]]:
+        """Each image's plan: kept features (newlines included) and its report."""
+        features, reports = [], []
+        for i, (size, layout) in enumerate(zip(batch.sizes, batch.layouts)):
+            plan = plan_image(layout, batch.final[i], batch.init[i], self.policy, self.config, size, batch.keys[i])
+            planned = planned_tokens(layout, self.config, self.count_known)
+            if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
+                raise HiREDError(
+                    f"internal error: planned {planned} image tokens for a {size[0]}x{size[1]} image but the "
+                    f"plan gives {plan.llm_tokens} ({self.config.method}); please report it"
+                )
+            features.append(kept_features(batch.packed[i], layout, plan))
+            reports.append(plan.report)
+        return features, reports
+
+    def encode_images(
+        self, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any
+    ) -> tuple[list[Tensor], list[ImageReport]]:
+        """Kept image features (one [k_i, D] tensor per image) and one report per image."""
+        return self.plan_images(self.run_encoder(pixel_values, image_sizes, **kwargs))
+
+    # -- the patched entry points ----------------------------------------------------------------
+    def prepare(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Encode images, keep the budget, shorten the prompt: kwargs for the original call."""
+        if kwargs.get("input_ids") is None:
+            raise HiREDError("hired needs input_ids to find the image placeholders; pass input_ids, not inputs_embeds")
+        if kwargs.get("position_ids") is not None:
+            raise HiREDError("position_ids cannot be combined with token dropping; leave them out")
+        kwargs = dict(kwargs)
+        pixel_values = kwargs.pop("pixel_values")
+        image_sizes = kwargs.pop("image_sizes", None)
+        encoder_kwargs = {key: kwargs.pop(key) for key in ENCODER_OPTIONS if kwargs.get(key) is not None}
+        features, reports = self.encode_images(pixel_values, image_sizes, **encoder_kwargs)
+        input_ids = kwargs.pop("input_ids")
+        extra = {key: kwargs.pop(key) for key in PER_TOKEN_INPUTS if kwargs.get(key) is not None}
+        image_token_id = self.model.config.image_token_id
+        shrunk = shrink_prompt(
+            input_ids,
+            kwargs.pop("attention_mask", None),
+            image_token_id,
+            [r.llm_tokens_full for r in reports],
+            [r.llm_tokens for r in reports],
+            self.pad_token_id(),
+            extra,
+        )
+        image_tokens = int((shrunk["input_ids"] == image_token_id).sum())
+        self.model.hired_report = HiREDReport(self.config.method, self.config.to_dict(), reports, image_tokens)
+        kwargs.update({k: v for k, v in shrunk.items() if v is not None})
+        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
+        return kwargs
+
+    def pad_token_id(self) -> int:
+        for source in (self.model.generation_config, self.model.config, self.model.config.text_config):
+            pad = getattr(source, "pad_token_id", None)
+            if isinstance(pad, int):
+                return pad
+        return 0
+
+    def wrap_forward(self, original: Callable) -> Callable:
+        @functools.wraps(original)
+        def forward(*args: Any, **kwargs: Any):
+            if args:
+                kwargs["input_ids"], args = args[0], args[1:]
+            if kwargs.get("pixel_values") is None:
+                return original(*args, **kwargs)
+            return original(*args, **self.prepare(kwargs))
+
+        return forward
+
+    def wrap_generate(self, original: Callable) -> Callable:
+        @functools.wraps(original)
+        def generate(*args: Any, **kwargs: Any):
+            if args:
+                kwargs["input_ids"], args = args[0], args[1:]
+            if kwargs.get("inputs") is not None:
+                kwargs["input_ids"] = kwargs.pop("inputs")
+            if kwargs.get("pixel_values") is None:
+                self.model.hired_report = None
+                return original(*args, **kwargs)
+            prompt = kwargs["input_ids"]
+            with torch.no_grad():
+                prepared = self.prepare(kwargs)
+            short_len = prepared["input_ids"].shape[1]
+            out = original(*args, **prepared)
+            return restore_prompt(out, prompt, short_len)
+
+        return generate
+
+
+def restore_prompt(output: Any, prompt: Tensor, short_len: int) -> Any:
+    """Put the caller's own prompt back in front of the generated tokens, so that
+    ``out[:, inputs.input_ids.shape[1]:]`` is the answer as with the unmodified model."""
+    sequences = output if isinstance(output, Tensor) else getattr(output, "sequences", None)
+    if sequences is None:
+        return output
+    repeats = sequences.shape[0] // prompt.shape[0]
+    restored = torch.cat([prompt.repeat_interleave(repeats, 0).to(sequences.device), sequences[:, short_len:]], 1)
+    if isinstance(output, Tensor):
+        return restored
+    output.sequences = restored
+    return output

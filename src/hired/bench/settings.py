@@ -1,0 +1,80 @@
+"""`hired bench` settings and the parsing of its command-line lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hired.errors import HiREDError
+from hired.experiments import FULL, Arm, make_arms
+
+PROMPT = "Describe the picture."
+
+
+@dataclass
+class BenchSettings:
+    model: str = "tiny-llava-next"
+    budgets: list[float | int] = field(default_factory=lambda: [1.0, 0.4, 0.2, 0.1])
+    methods: list[str] = field(default_factory=lambda: [FULL, "hired"])
+    image_sizes: list[tuple[int, int]] = field(default_factory=lambda: [(672, 672)])  # (width, height)
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    new_tokens: int = 32
+    runs: int = 5
+    warmup: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    memory_cap_gb: float | None = None
+    llm_layers: int | None = None
+    vit_layers: int | None = None
+    alpha: float = 0.5
+    seed: int = 0
+    prompt: str = PROMPT
+    overhead: bool = True  # time plain ViT vs ViT + scoring + selection
+
+    def validate(self) -> list[Arm]:
+        for name in ("new_tokens", "runs"):
+            if getattr(self, name) < 1:
+                raise HiREDError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise HiREDError(f"--warmup must be >= 0; got {self.warmup}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise HiREDError(f"--batch-size values must be >= 1; got {self.batch_sizes}")
+        if not self.image_sizes or any(w < 1 or h < 1 for w, h in self.image_sizes):
+            raise HiREDError(f"--image sizes must be positive WxH; got {self.image_sizes}")
+        if self.memory_cap_gb is not None and not self.memory_cap_gb > 0:
+            raise HiREDError(f"--memory-cap-gb must be > 0; got {self.memory_cap_gb}")
+        for name in ("llm_layers", "vit_layers"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise HiREDError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+        if not self.budgets:
+            raise HiREDError("--budgets is empty")
+        if not self.methods:
+            raise HiREDError("--methods is empty")
+        return make_arms(self.methods, self.budgets)  # raises ConfigError (a HiREDError) on bad ones
+
+
+# -- parsing CLI lists -----------------------------------------------------------------------
+def split_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(part) for part in split_list(text)]
+    except ValueError:
+        raise HiREDError(f"{option} takes comma-separated integers like 1,4; got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise HiREDError(f"{option} values must be integers >= 1; got {text!r}")
+    return values
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'672x672' -> (width, height)."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise HiREDError(f"--image takes WxH sizes such as 672x672; got {text!r}") from None
+    if width < 1 or height < 1 or width > 16384 or height > 16384:
+        raise HiREDError(f"--image size must be between 1x1 and 16384x16384; got {text!r}")
+    return width, height

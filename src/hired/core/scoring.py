@@ -1,0 +1,24 @@
+"""The CLS row of softmax attention from a layer's projected CLS query and keys (pure tensors).
+
+Backends capture q and K as the model runs (the transformers backend with hooks on ``q_proj`` /
+``k_proj``; a fused-qkv engine from its qkv projection) and call :func:`cls_attention`: one row
+of the attention matrix, never the N x N matrix, and the model's attention kernel is untouched.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def cls_attention(q_cls: Tensor, keys: Tensor, num_heads: int) -> Tensor:
+    """CLS row of softmax attention, summed over heads, CLS column dropped.
+
+    q_cls: [B, D] projected CLS query; keys: [B, T, D] projected keys (CLS first).
+    Returns [B, T - 1] attention of the CLS token to each patch token.
+    """
+    B, T, D = keys.shape
+    d = D // num_heads
+    q = q_cls.float().reshape(B, num_heads, 1, d)
+    k = keys.float().reshape(B, T, num_heads, d).transpose(1, 2)  # [B, H, T, d]
+    logits = (q @ k.transpose(-1, -2)).squeeze(-2) * d**-0.5  # [B, H, T]
+    return logits.softmax(-1)[..., 1:].sum(1)

@@ -1,0 +1,57 @@
+"""Arms of an experiment: the full model, or one method at one budget. Shared by `hired bench`
+and `hired eval` (and anything else that compares methods)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hired.config import HiREDConfig
+from hired.policies import check_method
+
+FULL = "full"
+OFFICIAL_SUFFIX = "-official"  # "hired-official": HiRED with the published code's allocation
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One method at one budget (the full model has no budget)."""
+
+    method: str
+    budget: float | int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.method if self.budget is None else f"{self.method}@{self.budget}"
+
+    def config(self, alpha: float = 0.5, seed: int = 0) -> HiREDConfig | None:
+        """The HiREDConfig of this arm (None for the full model); raises ConfigError when bad."""
+        if self.method == FULL:
+            return None
+        method, allocation = self.method, "exact"
+        if method.endswith(OFFICIAL_SUFFIX):
+            method, allocation = method[: -len(OFFICIAL_SUFFIX)], "official"
+        check_method(method)
+        return HiREDConfig(budget=self.budget, alpha=alpha, allocation=allocation, method=method, seed=seed)
+
+
+def method_config(name: str, budget: float | int = 0.2, alpha: float = 0.5, seed: int = 0) -> HiREDConfig:
+    """The config of a method name as every command accepts it ("hired-official" included)."""
+    config = Arm(name, budget).config(alpha, seed)
+    if config is None:
+        raise ValueError("the full model has no HiRED config")
+    return config
+
+
+def make_arms(methods: Iterable[str], budgets: Iterable[float | int]) -> list[Arm]:
+    """The full model once, then every other method at every budget (validated now)."""
+    budgets = list(budgets)
+    arms = [Arm(FULL)]
+    for method in methods:
+        if method == FULL:
+            continue
+        for budget in budgets:
+            arm = Arm(method, budget)
+            arm.config()  # raises a clear ConfigError for unknown methods or bad budgets
+            arms.append(arm)
+    return arms

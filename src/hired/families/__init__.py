@@ -1,0 +1,44 @@
+"""One module per model family, and the one table of them, keyed by model type.
+
+Loading, presets, bench and the backends all read :data:`FAMILIES`. Adding a family is one module
+here (a :class:`~hired.families.base.Family`), one line in the table and its presets; the family
+contract test (tests/test_family_contract.py) is then the only per-family test it needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hired.errors import UnsupportedModelError
+from hired.families.base import Family
+from hired.families.llava import LlavaFamily
+from hired.families.llava_next import LlavaNextFamily
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNextFamily(), LlavaFamily())}
+BY_MODEL_TYPE: dict[str, Family] = {t: family for family in FAMILIES.values() for t in family.model_types}
+
+
+def supported() -> str:
+    return ", ".join(sorted(BY_MODEL_TYPE))
+
+
+def family_for_config(model_config: Any) -> Family:
+    """The family of a transformers config (its ``model_type``)."""
+    model_type = getattr(model_config, "model_type", None)
+    if model_type not in BY_MODEL_TYPE:
+        raise UnsupportedModelError(f"model type {model_type!r} is not supported; hired supports {supported()}")
+    return BY_MODEL_TYPE[model_type]
+
+
+def family_for_model(model: Any) -> Family:
+    """The family of a transformers model instance; its class must be the family's own."""
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    family = BY_MODEL_TYPE.get(model_type)
+    if family is None or not isinstance(model, family.model_class()):
+        names = ", ".join(f.model_class().__name__ for f in FAMILIES.values())
+        raise UnsupportedModelError(f"{type(model).__name__} is not supported; hired supports {names}")
+    return family
+
+
+__all__ = ["BY_MODEL_TYPE", "FAMILIES", "Family", "family_for_config", "family_for_model", "supported"]

@@ -1,0 +1,119 @@
+"""``Family``: what hired must know of one model family, and nothing of any backend's plumbing.
+
+A family names its model types and transformers classes, reads the vision tower's geometry from
+the model config (layers, heads, CLS token, feature layer), computes an image's partitions and
+their :class:`~hired.core.layout.ImageLayout` from its size alone, and with it
+:meth:`Family.planned_tokens`. For the transformers backend it also says how to reach the vision
+layers and how to get the packed image features, through the model's own methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from hired.config import HiREDConfig
+from hired.core.layout import ImageLayout
+from hired.core.plan import planned_tokens
+from hired.errors import ConfigError, ImageTokenMismatchError, UnsupportedModelError
+from hired.policies.registry import is_count_known
+
+
+class Family:
+    """Base of the model families; subclasses set the names and implement :meth:`layout` and
+    :meth:`image_features`."""
+
+    name: str = ""
+    model_types: tuple[str, ...] = ()
+    needs_image_sizes: bool = False  # forward needs image_sizes to know each image's partitions
+
+    # -- transformers classes ---------------------------------------------------------------
+    def model_class(self) -> type:
+        """The transformers class that loads this family's checkpoints."""
+        raise NotImplementedError
+
+    # -- geometry from the config alone -------------------------------------------------------
+    def tokens_per_partition(self, model_config: Any) -> int:
+        vision = model_config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
+
+    def layout(self, model_config: Any, image_size: tuple[int, int]) -> ImageLayout:
+        """How an image of ``image_size`` = (height, width) reaches the language model."""
+        raise NotImplementedError
+
+    def planned_tokens(self, model_config: Any, image_size: tuple[int, int], config: HiREDConfig) -> int | None:
+        """Image tokens (visual + newline) the language model gets for one image under ``config``;
+        ``None`` where the count depends on the content."""
+        return planned_tokens(self.layout(model_config, image_size), config, is_count_known(config))
+
+    def vision_layer_count(self, model_config: Any) -> int:
+        return int(model_config.vision_config.num_hidden_layers)
+
+    def num_heads(self, model_config: Any) -> int:
+        return int(model_config.vision_config.num_attention_heads)
+
+    def feature_layer(self, model_config: Any) -> int:
+        """The ``hidden_states`` index whose features the language model gets."""
+        layer = model_config.vision_feature_layer
+        return layer[-1] if isinstance(layer, (list, tuple)) else layer
+
+    def scoring_layers(self, model_config: Any, config: HiREDConfig) -> tuple[int, int]:
+        """(init, final) encoder-layer indices, 0-based: phase 1's early layer and the layer whose
+        CLS attention ranks tokens (by default the one producing the model's features)."""
+        count = self.vision_layer_count(model_config)
+
+        def index(value: int, name: str) -> int:
+            if not -count <= value < count:
+                raise ConfigError(f"{name}={value} is out of range for a {count}-layer vision tower")
+            return value % count
+
+        init = index(config.init_layer, "init_layer")
+        if config.final_layer is not None:
+            return init, index(config.final_layer, "final_layer")
+        hidden = self.feature_layer(model_config)
+        final = count + hidden if hidden < 0 else hidden - 1  # the layer whose output is hidden_states[hidden]
+        if not 0 <= final < count:
+            raise ConfigError(f"vision_feature_layer={hidden} has no attention layer to score with")
+        return init, final
+
+    # -- transformers models ------------------------------------------------------------------
+    def check_model(self, model: nn.Module) -> None:
+        """UnsupportedModelError naming what hired cannot read in ``model``."""
+        strategy = model.config.vision_feature_select_strategy
+        if strategy != "default":
+            raise UnsupportedModelError(
+                f"vision_feature_select_strategy={strategy!r} is not supported; hired needs 'default' (CLS dropped)"
+            )
+        layers = self.vision_layers(model)
+        attn = layers[0].self_attn
+        if not (hasattr(attn, "q_proj") and hasattr(attn, "k_proj")):
+            raise UnsupportedModelError(f"vision attention {type(attn).__name__} has no q_proj/k_proj to hook")
+
+    def vision_layers(self, model: nn.Module) -> nn.ModuleList:
+        """The vision encoder's layers (CLIP-style: a CLS token and q/k projections)."""
+        tower = model.model.vision_tower
+        embeddings = getattr(tower, "embeddings", None)
+        layers = getattr(getattr(tower, "encoder", None), "layers", None)
+        if layers is None or not hasattr(embeddings, "class_embedding"):
+            raise UnsupportedModelError(
+                f"vision tower {type(tower).__name__} has no CLS token; hired needs a CLIP-style ViT"
+            )
+        return layers
+
+    def image_sizes(self, pixel_values: Tensor, image_sizes: Tensor | None) -> list[tuple[int, int]]:
+        """(height, width) of each image of a batch."""
+        if image_sizes is None:
+            if self.needs_image_sizes:
+                raise ImageTokenMismatchError(
+                    f"{self.name} needs image_sizes with pixel_values (the processor returns both)"
+                )
+            height, width = pixel_values.shape[-2:]
+            return [(int(height), int(width))] * pixel_values.shape[0]
+        return [tuple(int(v) for v in size) for size in image_sizes.tolist()]
+
+    def image_features(
+        self, model: nn.Module, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any
+    ) -> list[Tensor]:
+        """Each image's features as the unmodified model packs them ([L_i, D], layout order)."""
+        raise NotImplementedError
