@@ -73,10 +73,11 @@ def picture(tmp_path_factory):
 
 def test_cli_writes_one_row_per_method(picture, tmp_path):
     out = tmp_path / "kept.png"
-    result = runner.invoke(app, ["viz", *TINY, "--image", str(picture), "--methods", "hired,prumerge+,spatial",
+    result = runner.invoke(app, ["viz", *TINY, "--image", str(picture), "--methods", "hired,hired-official,spatial",
                                  "--out", str(out), "--panel", "96"])
     assert result.exit_code == 0, result.output
     assert "Wrote" in result.output and "3 rows x 4 panels" in result.output
+    assert "hired-official: kept" in result.output  # every command takes the same method names
     drawn = Image.open(out)
     assert drawn.format == "PNG"
     reports = [report_keeping([[0]] * 4, grid=(1, 3))] * 3

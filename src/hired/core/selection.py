@@ -48,5 +48,20 @@ def select_tokens(
         raise ValueError(f"init_scores has {init_scores.numel()} tokens, final_scores rows have {N}")
     if valid is not None and valid.shape != final_scores.shape:
         raise ValueError(f"valid has shape {tuple(valid.shape)}, expected {(P, N)}")
-    budgets = partition_budgets(init_scores.flatten(), grid, int(budget), alpha, mode, valid, P, N)
-    return topk_masks(final_scores, budgets, valid if mode == "exact" else None)
+    return hired_selection(final_scores, init_scores.flatten(), grid, int(budget), alpha, mode, valid)[0]
+
+
+def hired_selection(
+    final_scores: Tensor,
+    init_scores: Tensor,
+    grid: tuple[int, int],
+    budget: int,
+    alpha: float,
+    mode: str = "exact",
+    valid: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """(keep mask [P, N], budgets [P]): phase 1 then phase 2, as :func:`select_tokens` describes;
+    the ``hired`` policy and :func:`select_tokens` both run this."""
+    P, N = final_scores.shape
+    budgets = partition_budgets(init_scores, grid, budget, alpha, mode, valid, P, N)
+    return topk_masks(final_scores, budgets, valid if mode == "exact" else None), budgets

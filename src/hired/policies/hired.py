@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 
 from hired.config import HiREDConfig
-from hired.core.allocation import partition_budgets
-from hired.core.selection import topk_masks
+from hired.core.selection import hired_selection
 from hired.core.view import ImageView, Selection
 from hired.policies.registry import register
 
@@ -33,9 +32,8 @@ def hired_policy(view: ImageView, config: HiREDConfig) -> Selection:
     """HiRED: budgets by early-layer content (phase 1), top-k by final-layer attention (phase 2)."""
     if keeps_everything(view, config):
         return Selection(torch.ones_like(view.valid), torch.full((view.partitions,), view.tokens))
-    mode = config.allocation
-    valid = view.valid if mode == "exact" else None
-    budgets = partition_budgets(
-        view.init_scores[0], view.grid, view.budget, config.alpha, mode, valid, view.partitions, view.tokens
+    valid = view.valid if config.allocation == "exact" else None
+    keep, budgets = hired_selection(
+        view.final_scores, view.init_scores[0], view.grid, view.budget, config.alpha, config.allocation, valid
     )
-    return Selection(topk_masks(view.final_scores, budgets, valid), budgets)
+    return Selection(keep, budgets)
