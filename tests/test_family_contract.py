@@ -15,7 +15,8 @@ from hired import HiREDConfig
 from hired.families import FAMILIES
 from hired.presets import build_model, build_processor
 
-MODELS = {"llava_next": "tiny-llava-next", "llava": "tiny-llava"}  # family -> random-weight preset
+# family -> random-weight preset
+MODELS = {"llava_next": "tiny-llava-next", "llava": "tiny-llava", "internvl": "tiny-internvl"}
 SIZES = {  # (height, width)
     "square": (336, 336),
     "wide": (300, 900),
@@ -23,7 +24,7 @@ SIZES = {  # (height, width)
     "tiny": (9, 13),
     "odd": (333, 517),
 }
-PROMPT = "<image>\nwhat is the color of the square"
+PROMPT = "{image}\nwhat is the color of the square"  # {image}: the processor's image token
 FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed"]
 
 
@@ -41,17 +42,19 @@ def family_model(request):
 
 def inputs_for(processor, sizes, seed=0):
     images = [noise_image(h, w, seed + i) for i, (h, w) in enumerate(sizes)]
-    return dict(processor(images=images, text=[PROMPT] * len(images), return_tensors="pt", padding=True))
+    text = PROMPT.format(image=processor.image_token)
+    return dict(processor(images=images, text=[text] * len(images), return_tensors="pt", padding=True))
 
 
 def placeholders(processor, size):
     ids = inputs_for(processor, [size])["input_ids"][0]
-    return int((ids == processor.tokenizer.convert_tokens_to_ids("<image>")).sum())
+    return int((ids == processor.tokenizer.convert_tokens_to_ids(processor.image_token)).sum())
 
 
 def no_hooks_left(model):
-    projections = [m for n, m in model.model.vision_tower.named_modules() if n.endswith(("q_proj", "k_proj"))]
-    return all(not m._forward_hooks and not m._forward_pre_hooks for m in projections)
+    hooks = [h for m in model.model.vision_tower.modules() for h in (*m._forward_hooks.values(),
+                                                                     *m._forward_pre_hooks.values())]
+    return not any(getattr(h, "__module__", "").startswith("hired") for h in hooks)  # transformers has its own
 
 
 @pytest.mark.parametrize("size", ["square", "wide", "tiny"])
@@ -119,8 +122,8 @@ def test_hooks_are_removed_after_success_and_after_an_exception(family_model):
     with torch.no_grad():
         model(**inputs)
     assert no_hooks_left(model)
-    inputs["pixel_values"] = inputs["pixel_values"][..., :100]  # the ViT raises inside the hooks
-    with pytest.raises(ValueError):
+    inputs["pixel_values"] = inputs["pixel_values"][..., :100]  # the encoder raises while hooked
+    with pytest.raises((ValueError, RuntimeError)):
         model(**inputs)
     assert no_hooks_left(model)
     hired.remove(model)

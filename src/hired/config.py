@@ -17,6 +17,8 @@ from hired.errors import ConfigError
 
 Allocation = Literal["exact", "official"]
 Newlines = Literal["kept_rows", "all", "none"]
+Score = Literal["cls", "received"]
+SCORES = ("cls", "received")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class HiREDConfig:
         ``None`` = ``"kept_rows"`` for exact mode, ``"none"`` for official mode (as published).
     method: the drop policy; ``"hired"`` is the paper's method.
     seed: seed for policies that draw random numbers.
+    score: what ranks tokens (and, for HiRED's phase 1, measures content): ``"cls"``, the CLS
+        token's attention (the paper); ``"received"``, the mean attention each token receives
+        over all queries and heads, the substitute for encoders with no CLS token (SigLIP in
+        LLaVA-OneVision); also usable on CLS encoders. ``None`` = ``"cls"`` where the encoder
+        has a CLS token, else ``"received"``.
     """
 
     budget: float | int = 0.2
@@ -49,6 +56,7 @@ class HiREDConfig:
     newlines: Newlines | None = None
     method: str = "hired"
     seed: int = 0
+    score: Score | None = None
 
     def __post_init__(self) -> None:
         budget = self.budget
@@ -69,6 +77,8 @@ class HiREDConfig:
             raise ConfigError(f"allocation must be 'exact' or 'official', got {self.allocation!r}")
         if self.newlines not in (None, "kept_rows", "all", "none"):
             raise ConfigError(f"newlines must be 'kept_rows', 'all' or 'none', got {self.newlines!r}")
+        if self.score is not None and self.score not in SCORES:
+            raise ConfigError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"method must be a policy name such as 'hired', got {self.method!r}")
 

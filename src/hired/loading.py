@@ -84,8 +84,9 @@ def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
         raise UnsupportedModelError(
             f"{model_id} is a {config.model_type!r} model; hired supports {supported()} checkpoints"
         )
-    model = BY_MODEL_TYPE[config.model_type].model_class().from_pretrained(model_id, **kwargs)
-    processor = AutoProcessor.from_pretrained(model_id)
+    family = BY_MODEL_TYPE[config.model_type]
+    model = family.model_class().from_pretrained(model_id, **kwargs)
+    processor = family.prepare_processor(AutoProcessor.from_pretrained(model_id), model.config)
     return model.eval(), processor
 
 

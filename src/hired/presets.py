@@ -11,6 +11,8 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import (
     CLIPVisionConfig,
+    InternVLConfig,
+    InternVLVisionConfig,
     LlavaConfig,
     LlavaNextConfig,
     LlavaNextProcessor,
@@ -18,6 +20,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
 from hired.errors import HiREDError
@@ -29,6 +32,15 @@ CLIP_L_336 = dict(
     image_size=336, patch_size=14, hidden_size=1024, intermediate_size=4096,
     num_hidden_layers=24, num_attention_heads=16, projection_dim=768, hidden_act="quick_gelu",
 )
+# InternViT-300M-448px (InternVL 2.5 / 3 1B-8B): 448 px tiles, patch 14, CLS token, no qk norm.
+INTERNVIT_300M = dict(
+    model_type="internvl_vision", image_size=448, patch_size=14, hidden_size=1024, intermediate_size=4096,
+    num_hidden_layers=24, num_attention_heads=16, attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
+    layer_norm_eps=1e-6, layer_scale_init_value=0.1, use_mean_pooling=True, hidden_act="gelu",
+)
+# InternVL's image-token strings (the real tokenizer's), in a local word-level tokenizer.
+INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
+                   "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,14 @@ def _llama(hidden: int, inter: int, layers: int, heads: int, vocab: int = 32064,
         model_type="llama", hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv or heads, vocab_size=vocab,
         max_position_embeddings=4096, rms_norm_eps=1e-5, **kw,
+    )
+
+
+def _qwen2(hidden: int, inter: int, layers: int, heads: int, kv: int, vocab: int = 151674, **kw) -> dict:
+    return dict(
+        model_type="qwen2", hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv, vocab_size=vocab, max_position_embeddings=32768,
+        rms_norm_eps=1e-6, **kw,
     )
 
 
@@ -76,6 +96,15 @@ PRESETS: dict[str, Preset] = {
         dict(CLIP_L_336, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
         _llama(64, 128, 2, 4, vocab=0),
     ),
+    # InternVL3: InternViT-300M + Qwen2.5 (0.5B / 7B), pixel shuffle 0.5, up to 12 tiles + thumbnail.
+    "internvl3-1b": Preset("internvl", INTERNVIT_300M, _qwen2(896, 4864, 24, 14, 2), "OpenGVLab/InternVL3-1B-hf"),
+    "internvl3-8b": Preset("internvl", INTERNVIT_300M, _qwen2(3584, 18944, 28, 28, 4), "OpenGVLab/InternVL3-8B-hf"),
+    # Real geometry (448 px tiles, patch 14, 256 tokens per tile, up to 12 tiles), tiny widths and depths.
+    "tiny-internvl": Preset(
+        "internvl",
+        dict(INTERNVIT_300M, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
+        _qwen2(64, 128, 2, 4, 2, vocab=0),
+    ),
 }
 
 WORDS = (
@@ -85,22 +114,41 @@ WORDS = (
 ).split()
 
 
-def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer built locally, with LLaVA's special tokens."""
-    specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+def build_tokenizer(words: list[str] | None = None, family: str = "llava_next") -> PreTrainedTokenizerFast:
+    """A word-level tokenizer built locally, with the family's image special tokens (LLaVA's
+    ``<image>``; InternVL's ``<img>``, ``</img>``, ``<IMG_CONTEXT>`` and ``<video>``, after LLaVA's)."""
+    named = {"image_token": "<image>"}
+    if family == "internvl":
+        named = INTERNVL_TOKENS
+    specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"] + [t for t in named.values() if t != "<image>"]
     vocab = {token: i for i, token in enumerate(specials + [w for w in (words or WORDS) if w not in specials])}
     core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = Whitespace()
     return PreTrainedTokenizerFast(
         tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        padding_side="left", extra_special_tokens={"image_token": "<image>"},
+        padding_side="left", extra_special_tokens=named,
     )
 
 
-def build_processor(family: str = "llava_next", tokenizer: PreTrainedTokenizerFast | None = None, crop: int = 336,
-                    patch: int = 14, pinpoints: list[list[int]] | None = None):
-    """A processor of the real LLaVA(-NeXT) preprocessing, PIL backend, local tokenizer."""
-    tokenizer = tokenizer or build_tokenizer()
+def build_processor(family: str = "llava_next", tokenizer: PreTrainedTokenizerFast | None = None,
+                    crop: int | None = None, patch: int = 14, pinpoints: list[list[int]] | None = None,
+                    max_tiles: int = 12):
+    """A processor of the family's real preprocessing, PIL backend, local tokenizer (InternVL's
+    also returns ``image_sizes``, see :func:`hired.families.internvl.processor_with_image_sizes`)."""
+    tokenizer = tokenizer or build_tokenizer(family=family)
+    if family == "internvl":
+        from transformers import InternVLProcessor
+
+        from hired.families.internvl import processor_with_image_sizes
+
+        crop = crop or 448
+        image_processor = GotOcr2ImageProcessorPil(size={"height": crop, "width": crop}, crop_to_patches=True,
+                                                   min_patches=1, max_patches=max_tiles)
+        base = InternVLProcessor.__new__(InternVLProcessor)  # built by the subclass, which skips the video check
+        base.image_processor, base.tokenizer, base.video_processor = image_processor, tokenizer, None
+        base.image_seq_length, base.chat_template = (crop // patch // 2) ** 2, None
+        return processor_with_image_sizes(base)
+    crop = crop or 336
     common = dict(size={"shortest_edge": crop}, crop_size={"height": crop, "width": crop})
     if family == "llava_next":
         image_processor = LlavaNextImageProcessorPil(image_grid_pinpoints=pinpoints or GRID_PINPOINTS, **common)
@@ -128,11 +176,19 @@ def build_config(name: str, vit_layers: int | None = None, llm_layers: int | Non
         vision["num_hidden_layers"] = vit_layers
     if llm_layers is not None:
         text["num_hidden_layers"] = llm_layers
+    tokenizer = build_tokenizer(family=preset.family)
     if vocab_size is not None or not text["vocab_size"]:
-        text["vocab_size"] = vocab_size or len(build_tokenizer())
-    # Presets pair with the local tokenizer (build_processor), so the image token is its "<image>" id
-    # (the real checkpoints use 32000; the id changes no shape or timing).
-    image_token = build_tokenizer().convert_tokens_to_ids("<image>")
+        text["vocab_size"] = vocab_size or len(tokenizer)
+    # Presets pair with the local tokenizer (build_processor), so the image token is its id
+    # (the real checkpoints use 32000 or 151667; the id changes no shape or timing).
+    if preset.family == "internvl":
+        return InternVLConfig(
+            vision_config=InternVLVisionConfig(**{k: v for k, v in vision.items() if k != "model_type"}),
+            text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(INTERNVL_TOKENS["context_image_token"]),
+            downsample_ratio=0.5, vision_feature_layer=-1, vision_feature_select_strategy="default",
+            projector_hidden_act="gelu", tie_word_embeddings=False,
+        )
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
     common = dict(
         vision_config=CLIPVisionConfig(**vision), text_config=text, image_token_id=image_token,
         vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
@@ -164,5 +220,5 @@ def build_model(name: str = "tiny-llava-next", vit_layers: int | None = None, ll
 
 def tiny(family: str = "llava_next", seed: int = 0):
     """(model, processor): the tiny random-weight model of real geometry used by tests."""
-    name = "tiny-llava-next" if family == "llava_next" else "tiny-llava"
+    name = {"llava_next": "tiny-llava-next", "internvl": "tiny-internvl"}.get(family, "tiny-llava")
     return build_model(name, seed=seed), build_processor(family)

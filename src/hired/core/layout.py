@@ -26,14 +26,39 @@ class ImageLayout:
     positions: [L] the language model's image tokens in order; each is a flat partition-token
         index ``p * N + n`` (partitions in HiRED's order: full view first, sub-images row-major)
         or :data:`NEWLINE`. Tokens that unpadding removes appear nowhere.
-    partitions, tokens: P crops of N tokens each (the ViT's patch tokens, CLS excluded).
+    partitions, tokens: P crops of N tokens each (the language model's tokens of a crop: the ViT's
+        patch tokens, CLS excluded, after any pooling such as InternVL's pixel shuffle).
     grid: (rows, cols) of sub-images; (1, 1) for a single-view image.
+    crop_order: for each partition in HiRED's order, the index of its crop in the model's own
+        order (the rows of ``pixel_values``); ``None`` when both orders agree (LLaVA-NeXT puts
+        the full view first, InternVL last).
+    token_groups: [N, G] the ViT patch tokens (CLS excluded) pooled into each partition token,
+        whose scores are summed; ``None`` when each partition token is one ViT token.
     """
 
     positions: Tensor
     partitions: int
     tokens: int
     grid: tuple[int, int]
+    crop_order: tuple[int, ...] | None = None
+    token_groups: Tensor | None = None
+
+    def partition_scores(self, scores: Tensor) -> Tensor:
+        """[P, N] scores in HiRED's partition order from the ViT's per-crop token scores
+        ([P, T] in the model's crop order, T = N x G): reordered, then summed over each token's group."""
+        if self.crop_order is not None:
+            scores = scores[list(self.crop_order)]
+        if self.token_groups is not None:
+            scores = scores[:, self.token_groups.to(scores.device)].sum(-1)
+        return scores
+
+    def partition_keys(self, keys: Tensor) -> Tensor:
+        """[P, N, d] keys in HiRED's partition order (averaged over each token's group)."""
+        if self.crop_order is not None:
+            keys = keys[list(self.crop_order)]
+        if self.token_groups is not None:
+            keys = keys[:, self.token_groups.to(keys.device)].mean(-2)
+        return keys
 
     @property
     def total(self) -> int:

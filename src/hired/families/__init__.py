@@ -11,10 +11,11 @@ from typing import Any
 
 from hired.errors import UnsupportedModelError
 from hired.families.base import Family
+from hired.families.internvl import InternVLFamily
 from hired.families.llava import LlavaFamily
 from hired.families.llava_next import LlavaNextFamily
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNextFamily(), LlavaFamily())}
+FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNextFamily(), LlavaFamily(), InternVLFamily())}
 BY_MODEL_TYPE: dict[str, Family] = {t: family for family in FAMILIES.values() for t in family.model_types}
 
 

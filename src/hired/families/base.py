@@ -53,6 +53,10 @@ class Family:
     def num_heads(self, model_config: Any) -> int:
         return int(model_config.vision_config.num_attention_heads)
 
+    def has_cls(self, model_config: Any) -> bool:
+        """Whether the vision encoder prepends a CLS token (dropped from the features, never scored)."""
+        return True
+
     def feature_layer(self, model_config: Any) -> int:
         """The ``hidden_states`` index whose features the language model gets."""
         layer = model_config.vision_feature_layer
@@ -90,6 +94,10 @@ class Family:
         if not (hasattr(attn, "q_proj") and hasattr(attn, "k_proj")):
             raise UnsupportedModelError(f"vision attention {type(attn).__name__} has no q_proj/k_proj to hook")
 
+    def qk_modules(self, layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """The modules whose outputs are one encoder layer's queries and keys, as attention uses them."""
+        return layer.self_attn.q_proj, layer.self_attn.k_proj
+
     def vision_layers(self, model: nn.Module) -> nn.ModuleList:
         """The vision encoder's layers (CLIP-style: a CLS token and q/k projections)."""
         tower = model.model.vision_tower
@@ -111,6 +119,15 @@ class Family:
             height, width = pixel_values.shape[-2:]
             return [(int(height), int(width))] * pixel_values.shape[0]
         return [tuple(int(v) for v in size) for size in image_sizes.tolist()]
+
+    def pooler_output(self, features: list[Tensor]) -> Any:
+        """The kept features (one [k_i, D] tensor per image) as the model's forward takes them
+        in ``mm_encoder_outputs["image"].pooler_output`` (LLaVA-NeXT: the list itself)."""
+        return features
+
+    def prepare_processor(self, processor: Any, model_config: Any) -> Any:
+        """The processor a loaded checkpoint is used with (some families need more from it)."""
+        return processor
 
     def image_features(
         self, model: nn.Module, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any

@@ -25,7 +25,7 @@ from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
 from hired.core.plan import kept_features, plan_image, planned_tokens
 from hired.core.report import HiREDReport, ImageReport
-from hired.errors import HiREDError
+from hired.errors import HiREDError, UnsupportedModelError
 from hired.families import family_for_model
 from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known
 
@@ -60,12 +60,19 @@ class HFPatch:
         self.num_heads = self.family.num_heads(model.config)
         self.init_layer, self.final_layer = self.family.scoring_layers(model.config, config)
         self.count_known = is_count_known(config)
+        has_cls = self.family.has_cls(model.config)
+        self.score = config.score or ("cls" if has_cls else "received")
+        if self.score == "cls" and not has_cls:
+            raise UnsupportedModelError(
+                f"{type(model).__name__}'s vision encoder has no CLS token to score with; use score='received'"
+            )
 
     # -- one batch of images -------------------------------------------------------------------
     def scoring_hooks(self):
-        attention = {i: self.layers[i].self_attn for i in {self.init_layer, self.final_layer}}
+        modules = {i: self.family.qk_modules(self.layers[i]) for i in {self.init_layer, self.final_layer}}
         keep_keys = [self.final_layer] if self.config.method in NEEDS_KEYS else []
-        return record_cls_attention(attention, self.num_heads, keep_keys)
+        return record_cls_attention(modules, self.num_heads, keep_keys, self.score,
+                                    self.family.has_cls(self.model.config))
 
     def run_encoder(self, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any) -> EncodedBatch:
         """The model's own image encoding (ViT + projector + packing), with the scoring hooks on."""
@@ -75,11 +82,13 @@ class HFPatch:
             packed = self.family.image_features(self.model, pixel_values, image_sizes, **kwargs)
         counts = [layout.partitions for layout in layouts]
         keys = scores.keys.get(self.final_layer)
+        # per image, in HiRED's partition order and the language model's tokens (layout)
+        final, init = ([lay.partition_scores(s) for lay, s in zip(layouts, scores.scores[i].cpu().split(counts))]
+                       for i in (self.final_layer, self.init_layer))
         return EncodedBatch(
-            sizes, layouts, packed,
-            scores.scores[self.final_layer].cpu().split(counts),
-            scores.scores[self.init_layer].cpu().split(counts),
-            keys.split(counts) if keys is not None else [None] * len(counts),
+            sizes, layouts, packed, final, init,
+            [lay.partition_keys(k) for lay, k in zip(layouts, keys.split(counts))] if keys is not None
+            else [None] * len(counts),
         )
 
     def plan_images(self, batch: EncodedBatch) -> tuple[list[Tensor], list[ImageReport]]:
@@ -130,7 +139,8 @@ class HFPatch:
         image_tokens = int((shrunk["input_ids"] == image_token_id).sum())
         self.model.hired_report = HiREDReport(self.config.method, self.config.to_dict(), reports, image_tokens)
         kwargs.update({k: v for k, v in shrunk.items() if v is not None})
-        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=features)}
+        pooled = self.family.pooler_output(features)
+        kwargs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=pooled)}
         return kwargs
 
     def pad_token_id(self) -> int:
