@@ -76,6 +76,19 @@ def test_real_preset_shapes():
     assert flops.llm_prefill_flops(text, 1) == 2 * 32 * layer_weights + 32 * 4 * 4096 + 2 * 4096 * 32064
 
 
+def test_internvl_shapes_and_pixel_shuffled_projector():
+    from hired.presets import build_config, build_model
+
+    vision, text = flops.shapes_of(build_config("internvl3-8b"))
+    assert (vision.hidden, vision.layers, vision.tokens, vision.pool) == (1024, 24, 1025, 4)
+    assert (text.hidden, text.intermediate, text.layers, text.kv_dim, text.vocab) == (3584, 18944, 28, 512, 151674)
+    model = build_model("tiny-internvl")  # the projector's own weights: 256 tokens of 4 x d_vision
+    tiny_vision, tiny_text = flops.shapes_of(model.config)
+    projector = model.model.multi_modal_projector
+    linear = sum(m.weight.numel() for m in projector.modules() if isinstance(m, torch.nn.Linear))
+    assert flops.projector_flops(tiny_vision, tiny_text.hidden, 1) == 2 * 256 * linear
+
+
 # -- the benchmark on the tiny model --------------------------------------------------------------
 @pytest.fixture(scope="module")
 def results(tiny_next, tmp_path_factory):

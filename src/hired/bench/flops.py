@@ -7,8 +7,9 @@ scoring/selection work are left out: they are lower-order terms):
   model runs (transformers runs all of them even when the features come from layer -2):
   patch embedding 2 (T-1) (3 p^2) d, projections Q K V O 2 T 4 d^2, MLP 2 T 2 d f (CLIP's MLP
   is not gated), attention 2 * 2 T^2 d (Q K^T and A V, full bidirectional attention).
-- Projector (LLaVA's two-layer MLP) on the T-1 patch features of every crop:
-  2 (T-1) (d_vision d + d d).
+- Projector (a two-layer MLP) on the crop's features after any pooling of g patch tokens into
+  one (InternVL's pixel shuffle 0.5: g = 4, each of (T-1)/g tokens of width g d_vision; LLaVA:
+  g = 1): 2 (T-1)/g (g d_vision d + d d).
 - Language model prefill over S tokens, per layer: projections 2 S (d (d + 2 d_kv) + d d),
   gated MLP 2 S 3 d f, attention 2 * 2 d S (S+1)/2 (causal: each query attends to itself and
   the tokens before it; a kernel that skips the masked half does this much work); the LM head
@@ -38,6 +39,7 @@ class VisionShape:
     image_size: int
     patch_size: int
     channels: int = 3
+    pool: int = 1  # patch tokens merged into one projector input (pixel shuffle 0.5: 4)
 
     @property
     def tokens(self) -> int:
@@ -61,15 +63,19 @@ class TextShape:
 
 
 def shapes_of(config: Any) -> tuple[VisionShape, TextShape]:
-    """The shapes of a LLaVA / LLaVA-NeXT transformers config (the layers actually built)."""
+    """The shapes of a LLaVA / LLaVA-NeXT / InternVL transformers config (the layers actually built)."""
     vision, text = config.vision_config, config.text_config
+    image_size, patch_size = (v[0] if isinstance(v, (list, tuple)) else v  # InternVL: (h, w) pairs
+                              for v in (vision.image_size, vision.patch_size))
+    ratio = getattr(config, "downsample_ratio", None)  # InternVL's pixel shuffle
+    pool = round(1 / ratio) ** 2 if ratio else 1
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     if head_dim * heads != text.hidden_size:
         raise ValueError("head_dim * heads != hidden_size is not covered by this FLOPs model")
     return (
-        VisionShape(vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers, vision.image_size,
-                    vision.patch_size, getattr(vision, "num_channels", 3)),
+        VisionShape(vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers, image_size,
+                    patch_size, getattr(vision, "num_channels", 3), pool),
         TextShape(text.hidden_size, text.intermediate_size, text.num_hidden_layers, heads,
                   getattr(text, "num_key_value_heads", None) or heads, text.vocab_size),
     )
@@ -84,9 +90,9 @@ def vit_flops(vision: VisionShape, crops: int) -> int:
 
 
 def projector_flops(vision: VisionShape, text_hidden: int, crops: int) -> int:
-    """LLaVA's projector (Linear d_vision->d, act, Linear d->d) on every crop's patch features."""
-    n = vision.tokens - 1
-    return crops * 2 * n * (vision.hidden * text_hidden + text_hidden * text_hidden)
+    """The projector (Linear g d_vision->d, act, Linear d->d) on every crop's (pooled) features."""
+    n = (vision.tokens - 1) // vision.pool
+    return crops * 2 * n * (vision.pool * vision.hidden * text_hidden + text_hidden * text_hidden)
 
 
 def llm_prefill_flops(text: TextShape, seq_len: int, causal: bool = True) -> int:
