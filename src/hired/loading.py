@@ -72,7 +72,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
     """A checkpoint of a supported family (see :data:`hired.families.FAMILIES`) from the hub or a
     local folder, loaded exactly as transformers loads it."""
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoConfig
 
     from hired.families import BY_MODEL_TYPE, supported
 
@@ -86,7 +86,7 @@ def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
         )
     family = BY_MODEL_TYPE[config.model_type]
     model = family.model_class().from_pretrained(model_id, **kwargs)
-    processor = family.prepare_processor(AutoProcessor.from_pretrained(model_id), model.config)
+    processor = family.prepare_processor(family.load_processor(model_id, model.config), model.config)
     return model.eval(), processor
 
 

@@ -1,6 +1,7 @@
-"""Train the bundled demo model: a small LLaVA-NeXT on the synthetic scenes of ``hired.data.scenes``.
+"""Train the bundled demo models: a small LLaVA-NeXT (or InternVL) on the synthetic scenes of ``hired.data.scenes``.
 
     python -m hired.demo.train --out src/hired/demo_model --seed 0
+    python -m hired.demo.train --family internvl --out src/hired/demo_internvl_model --seed 0
 
 The model is transformers' own ``LlavaNextForConditionalGeneration``: a CLIP vision tower with a
 CLS token (112 px crops, patch 14, 8 x 8 tokens per crop), LLaVA-NeXT's anyres geometry (full view +
@@ -15,6 +16,12 @@ Stage 2 freezes the ViT and trains the projector, image newline and language mod
 questions with all visual tokens (several questions of one picture share its image prefix through
 a block attention mask). Then it answers the test split with ``generate``, prints the accuracy and
 the majority-answer baseline, and saves with ``save_pretrained``.
+
+``--family internvl`` trains transformers' own ``InternVLForConditionalGeneration`` the same way:
+an InternViT with a CLS token (112 px tiles, patch 14, 8 x 8 patches, pixel shuffle 0.5 -> 4 x 4 =
+16 tokens per tile), the GotOcr2 tiling (at most 6 tiles, the thumbnail last when there are 2+),
+a small Qwen2. Its CLS heads read the last layer (the feature layer, -1) and the one before; the
+projector starts with a LayerNorm, so its features are not standardized.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ VISION = dict(image_size=CROP, patch_size=PATCH, hidden_size=128, intermediate_s
               num_attention_heads=4, projection_dim=96, hidden_act="quick_gelu")
 TEXT = dict(model_type="llama", hidden_size=160, intermediate_size=480, num_hidden_layers=3, num_attention_heads=5,
             num_key_value_heads=5, max_position_embeddings=1024, rms_norm_eps=1e-5, tie_word_embeddings=False)
+# The InternVL demo: the same widths and depths, InternViT and Qwen2 layers, InternVL's tiling.
+INTERNVL_VISION = dict(image_size=CROP, patch_size=PATCH, hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                       num_attention_heads=4, attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
+                       layer_norm_eps=1e-6, layer_scale_init_value=0.1, use_mean_pooling=True, hidden_act="gelu")
+INTERNVL_TEXT = dict(TEXT, model_type="qwen2", rms_norm_eps=1e-6)
+MAX_TILES = 6
 COLORS = list(S.COLORS)
 LETTERS = list(S.LETTERS)
 SHAPES = list(S.SHAPES)
@@ -52,28 +65,44 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def build_processor():
+def build_processor(family: str = "llava_next"):
     from hired.presets import build_processor as build
     from hired.presets import build_tokenizer
 
-    tokenizer = build_tokenizer(S.words())
+    tokenizer = build_tokenizer(S.words(), family=family)
+    if family == "internvl":
+        return build("internvl", tokenizer, crop=CROP, patch=PATCH, max_tiles=MAX_TILES)
     return build("llava_next", tokenizer, crop=CROP, patch=PATCH, pinpoints=PINPOINTS)
 
 
-def build_model(processor, seed: int):
-    from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
-
+def build_model(processor, seed: int, family: str = "llava_next"):
     tokenizer = processor.tokenizer
-    config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(**VISION),
-        text_config=dict(TEXT, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=PINPOINTS,
-        vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
-        tie_word_embeddings=False,
-    )
+    text = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if family == "internvl":
+        from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLVisionConfig
+
+        config = InternVLConfig(
+            vision_config=InternVLVisionConfig(**INTERNVL_VISION), text_config=dict(INTERNVL_TEXT, **text),
+            image_token_id=tokenizer.convert_tokens_to_ids(processor.image_token), downsample_ratio=0.5,
+            image_seq_length=processor.image_seq_length,
+            vision_feature_layer=-1, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+            tie_word_embeddings=False,
+        )
+        config.min_patches, config.max_patches = 1, MAX_TILES  # the processor's tile limits, for hired
+        cls = InternVLForConditionalGeneration
+    else:
+        from transformers import CLIPVisionConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+        config = LlavaNextConfig(
+            vision_config=CLIPVisionConfig(**VISION), text_config=dict(TEXT, **text),
+            image_token_id=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=PINPOINTS,
+            vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+            tie_word_embeddings=False,
+        )
+        cls = LlavaNextForConditionalGeneration
     torch.manual_seed(seed)
-    model = LlavaNextForConditionalGeneration(config)
+    model = cls(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -86,13 +115,13 @@ def build_model(processor, seed: int):
 def crop_boxes(obj: S.SceneObject, width: int, height: int, rows: int, cols: int) -> list[tuple[float, ...]]:
     """The object's box in each partition's crop coordinates (full view first, then the grid row-major),
     as the processor cuts the picture: the full view squashed to CROP x CROP, the picture resized to
-    the (exactly matching) pinpoint and tiled."""
+    the grid (LLaVA-NeXT: the exactly matching pinpoint; InternVL: cols x rows tiles) and tiled."""
     x0, y0, x1, y1 = obj.box
     boxes = [(x0 * CROP / width, y0 * CROP / height, x1 * CROP / width, y1 * CROP / height)]
-    s = cols * CROP / width
+    sx, sy = cols * CROP / width, rows * CROP / height
     for r in range(rows):
         for c in range(cols):
-            boxes.append((x0 * s - c * CROP, y0 * s - r * CROP, x1 * s - c * CROP, y1 * s - r * CROP))
+            boxes.append((x0 * sx - c * CROP, y0 * sy - r * CROP, x1 * sx - c * CROP, y1 * sy - r * CROP))
     return boxes
 
 
@@ -135,22 +164,38 @@ def scene_indices(seed: int, split: str, count: int) -> list[int]:
     return out
 
 
-def prepare(processor, seed: int, indices: list[int], with_labels: bool):
-    """Pixel values (float16) per scene, grid, questions and (for stage 1) crop labels."""
+def prepare(processor, seed: int, indices: list[int], with_labels: bool, family: str = "llava_next"):
+    """Pixel values (float16) per scene in the model's crop order, grid, questions and (for stage 1)
+    crop labels in the same order."""
     from transformers.image_processing_utils import select_best_resolution
+
+    from hired.families.internvl import tile_grid
 
     items = []
     for index in indices:
         image, qas, objects = S.generate_scene(seed, index)
         batch = processor.image_processor(images=image, return_tensors="pt")
-        pixels = batch["pixel_values"][0].to(torch.float16)
-        h, w = batch["image_sizes"][0].tolist()
-        best_h, best_w = select_best_resolution((h, w), PINPOINTS)
-        grid_rows, grid_cols = best_h // CROP, best_w // CROP
-        assert pixels.shape[0] == 1 + grid_rows * grid_cols, (pixels.shape, h, w)
+        order = None  # HiRED's partition p is the model's crop order[p]
+        if family == "internvl":
+            pixels = batch["pixel_values"].to(torch.float16)  # tiles row-major, then the thumbnail
+            h, w = image.height, image.width
+            grid_rows, grid_cols = tile_grid((h, w), (CROP, CROP), 1, MAX_TILES)
+            tiles = grid_rows * grid_cols
+            order = [tiles, *range(tiles)] if tiles > 1 else [0]
+            assert pixels.shape[0] == len(order), (pixels.shape, h, w)
+        else:
+            pixels = batch["pixel_values"][0].to(torch.float16)
+            h, w = batch["image_sizes"][0].tolist()
+            best_h, best_w = select_best_resolution((h, w), PINPOINTS)
+            grid_rows, grid_cols = best_h // CROP, best_w // CROP
+            assert pixels.shape[0] == 1 + grid_rows * grid_cols, (pixels.shape, h, w)
         item = dict(index=index, pixels=pixels, size=(h, w), grid=(grid_rows, grid_cols), qas=qas)
         if with_labels:
-            item["presence"], item["tokens"] = crop_labels(objects, w, h, grid_rows, grid_cols)
+            presence, tokens = crop_labels(objects, w, h, grid_rows, grid_cols)
+            if order is not None:  # into the model's order; a single tile is the full view itself
+                inverse = np.argsort(order)
+                presence, tokens = presence[: len(order)][inverse], tokens[: len(order)][inverse]
+            item["presence"], item["tokens"] = presence, tokens
         items.append(item)
     return items
 
@@ -203,9 +248,14 @@ def stage1(model, items, epochs: int, batch_size: int, lr: float, seed: int) -> 
             idx = order[start:start + batch_size]
             out = tower(pixels[idx].float(), output_hidden_states=True)
             mid = out.hidden_states[-2]
+            # CLIP: the CLS of layer -2 (the feature layer) and the pooled last CLS; the token head on the
+            # features. InternViT (features from layer -1): the CLS of layers -2 and -1, the token head on -1.
+            internvl = out.pooler_output is None
+            last = out.last_hidden_state[:, 0] if internvl else out.pooler_output
+            features = out.hidden_states[-1] if internvl else mid
             loss_cls = F.binary_cross_entropy_with_logits(heads.cls_mid(mid[:, 0]), presence[idx]) + \
-                F.binary_cross_entropy_with_logits(heads.cls_last(out.pooler_output), presence[idx])
-            logits = heads.token(mid[:, 1:]).split(sizes, dim=-1)
+                F.binary_cross_entropy_with_logits(heads.cls_last(last), presence[idx])
+            logits = heads.token(features[:, 1:]).split(sizes, dim=-1)
             target = tokens[idx]
             # letters are the hardest attribute to read from a patch: weight them double
             loss_tok = sum(w * F.cross_entropy(lg.reshape(-1, lg.shape[-1]), target[..., k].reshape(-1))
@@ -276,16 +326,28 @@ def encode_questions(tokenizer, items) -> None:
         it["blocks"] = blocks
 
 
-def stage2_batch(model, items, eos: int, pad: int, stats=None):
-    """Embeddings, 4D block mask, positions and targets of a batch of scenes of one geometry."""
+def pack_images(model, items, stats=None) -> list[torch.Tensor]:
+    """Each scene's image tokens as the model packs them from its cached ViT features."""
     lm = model.model
     feats = torch.cat([it["features"] for it in items]).float()
+    counts = [it["features"].shape[0] for it in items]
+    if getattr(model.config, "downsample_ratio", None):  # InternVL: pixel shuffle, projector, crops in order
+        side = int(feats.shape[1] ** 0.5)
+        shuffled = lm.pixel_shuffle(feats.reshape(feats.shape[0], side, side, -1), model.config.downsample_ratio)
+        projected = lm.multi_modal_projector(shuffled.reshape(feats.shape[0], -1, shuffled.shape[-1]))
+        return [p.flatten(0, 1) for p in projected.split(counts)]
     if stats is not None:
         feats = (feats - stats[0]) / stats[1]
     projected = lm.multi_modal_projector(feats)
-    counts = [it["features"].shape[0] for it in items]
     sizes = torch.tensor([it["size"] for it in items])
     packed, _ = lm.pack_image_features(list(projected.split(counts)), sizes, "default", lm.image_newline)
+    return packed
+
+
+def stage2_batch(model, items, eos: int, pad: int, stats=None):
+    """Embeddings, 4D block mask, positions and targets of a batch of scenes of one geometry."""
+    lm = model.model
+    packed = pack_images(model, items, stats)
     embed = lm.get_input_embeddings()
     seqs, lens = [], []
     for it, image in zip(items, packed):
@@ -321,7 +383,10 @@ def stage2_batch(model, items, eos: int, pad: int, stats=None):
 
 
 def stage2(model, items, epochs: int, batch_size: int, lr: float, seed: int, tokenizer) -> None:
-    stats = feature_stats(items)
+    # LLaVA's projector starts with a linear layer: standardized features, folded in afterwards;
+    # InternVL's starts with a LayerNorm, which standardizes each token itself.
+    internvl = getattr(model.config, "downsample_ratio", None) is not None
+    stats = None if internvl else feature_stats(items)
     lm = model.model
     for p in lm.vision_tower.parameters():
         p.requires_grad_(False)
@@ -365,7 +430,8 @@ def stage2(model, items, epochs: int, batch_size: int, lr: float, seed: int, tok
                     f"answer acc {totals['acc'] / totals['n']:.3f}")
         log(f"  epoch {epoch + 1}: loss {totals['loss'] / totals['n']:.4f} "
             f"answer acc {totals['acc'] / totals['n']:.3f}")
-    fold_standardization(model, *stats)
+    if stats is not None:
+        fold_standardization(model, *stats)
     model.eval()
 
 
@@ -380,7 +446,7 @@ def evaluate(model, processor, seed: int, indices: list[int]) -> dict:
     for index in indices:
         image, records = S.scene_records(seed, index)
         for record in records:
-            inputs = processor(images=image, text=f"<image>\n{record['question']}", return_tensors="pt")
+            inputs = processor(images=image, text=f"{processor.image_token}\n{record['question']}", return_tensors="pt")
             out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
             text = processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
             hit = text == record["answer"]
@@ -401,28 +467,50 @@ def evaluate(model, processor, seed: int, indices: list[int]) -> dict:
 def model_card(result: dict, model) -> str:
     """The README.md saved beside the weights: what the model is, how it was made, how well it does."""
     vision, text = model.config.vision_config, model.config.text_config
-    tokens = (vision.image_size // vision.patch_size) ** 2
     params = sum(p.numel() for p in model.parameters()) / 1e6
     per_kind = ", ".join(f"{kind} {100 * acc:.1f}%" for kind, acc in result["per_kind"].items())
+    family = result.get("family", "llava_next")
+    if family == "internvl":
+        size, patch = vision.image_size[0], vision.patch_size[0]
+        title = "hired demo model (InternVL)"
+        cls, language = "`InternVLForConditionalGeneration`", "Qwen2"
+        geometry = [
+            f"- Vision: InternViT with a CLS token, {size} px tiles, patch {patch} ({(size // patch) ** 2} patches, "
+            f"pixel shuffle 0.5 -> {(size // patch // 2) ** 2} tokens per tile), {vision.num_hidden_layers} layers "
+            f"of width {vision.hidden_size}.",
+            f"- InternVL's tiling: up to {model.config.max_patches} tiles of the closest aspect ratio, the thumbnail "
+            "last when there are 2+ tiles; no newlines.",
+        ]
+        flag = " --family internvl"
+    else:
+        tokens = (vision.image_size // vision.patch_size) ** 2
+        title, cls, language = "hired demo model", "`LlavaNextForConditionalGeneration`", "Llama"
+        geometry = [
+            f"- Vision: CLIP ViT with a CLS token, {vision.image_size} px crops, patch {vision.patch_size} "
+            f"({tokens} tokens per crop), {vision.num_hidden_layers} layers of width {vision.hidden_size}.",
+            "- LLaVA-NeXT's anyres geometry with the pinpoints scaled to the crop "
+            f"({model.config.image_grid_pinpoints}),",
+            "  unpadding and image newlines.",
+        ]
+        flag = ""
     lines = [
-        "# hired demo model",
+        f"# {title}",
         "",
-        "A small LLaVA-NeXT (`LlavaNextForConditionalGeneration`) trained from scratch on hired's synthetic",
+        f"A small {'InternVL' if family == 'internvl' else 'LLaVA-NeXT'} ({cls}) trained from scratch on hired's "
+        "synthetic",
         "high-resolution VQA scenes (`hired.data.scenes`), for demonstration and testing: it makes `hired run`,",
         "`hired viz` and `hired eval` meaningful offline. It knows nothing but those scenes.",
         "",
-        f"- Vision: CLIP ViT with a CLS token, {vision.image_size} px crops, patch {vision.patch_size} "
-        f"({tokens} tokens per crop), {vision.num_hidden_layers} layers of width {vision.hidden_size}.",
-        f"- LLaVA-NeXT's anyres geometry with the pinpoints scaled to the crop ({model.config.image_grid_pinpoints}),",
-        "  unpadding and image newlines.",
-        f"- Language model: Llama, {text.num_hidden_layers} layers of width {text.hidden_size}; word-level tokenizer "
-        f"of {text.vocab_size} tokens; {params:.2f} M parameters in all.",
+        *geometry,
+        f"- Language model: {language}, {text.num_hidden_layers} layers of width {text.hidden_size}; word-level "
+        f"tokenizer of {text.vocab_size} tokens; {params:.2f} M parameters in all.",
         f"- Training: seed {result['seed']}, {result['minutes']} min on 2 CPU cores. Stage 1 trains the ViT on "
         f"{result.get('stage1_scenes', '?')} scenes",
         "  so that its CLS token says what each crop holds and each patch token what covers it; stage 2 trains the",
         f"  projector and the language model on the questions of {result['train_scenes']} scenes, with all visual "
         "tokens.",
-        f"  Reproduce with `python -m hired.demo.train --out DIR --seed {result['seed']}`.",
+        f"  Reproduce with `python -m hired.demo.train{flag} --out DIR --seed {result['seed']}"
+        f"{result.get('options', '')}`.",
         f"- Test split ({result['test_scenes']} scenes, {result['questions']} questions), all visual tokens, greedy:",
         f"  **{100 * result['accuracy']:.1f}%** exact match ({per_kind}); always answering the most common",
         f"  answer ('{result['majority_answer']}') scores {100 * result['majority_baseline']:.1f}%.",
@@ -434,7 +522,9 @@ def model_card(result: dict, model) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="src/hired/demo_model")
+    parser.add_argument("--family", default="llava_next", choices=["llava_next", "internvl"])
+    parser.add_argument("--out", default=None, help="Default: src/hired/demo_model (llava_next) or "
+                        "src/hired/demo_internvl_model (internvl).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stage1-scenes", type=int, default=4000, help="Training scenes of stage 1 (the ViT).")
     parser.add_argument("--train-scenes", type=int, default=8000, help="Training scenes of stage 2 (projector + LM).")
@@ -454,13 +544,13 @@ def main(argv: list[str] | None = None) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     started = time.time()
-    processor = build_processor()
-    model = build_model(processor, args.seed)
+    processor = build_processor(args.family)
+    model = build_model(processor, args.seed, args.family)
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
 
     train = scene_indices(args.seed, "train", args.train_scenes)
     test = scene_indices(args.seed, "test", args.test_scenes)
-    items = prepare(processor, args.seed, train, with_labels=True)
+    items = prepare(processor, args.seed, train, with_labels=True, family=args.family)
     log(f"prepared {len(items)} training scenes")
     if args.vit and Path(args.vit).exists():
         model.model.vision_tower.load_state_dict(torch.load(args.vit))
@@ -479,12 +569,16 @@ def main(argv: list[str] | None = None) -> dict:
            tokenizer=processor.tokenizer)
     result = evaluate(model, processor, args.seed, test)
     minutes = (time.time() - started) / 60
-    result.update(seed=args.seed, stage1_scenes=min(args.stage1_scenes, len(train)), train_scenes=len(train),
+    defaults = vars(parser.parse_args([]))
+    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                      if k not in ("family", "out", "seed", "vit") and v != defaults[k] and v is not False)
+    result.update(options=options, family=args.family, seed=args.seed,
+                  stage1_scenes=min(args.stage1_scenes, len(train)), train_scenes=len(train),
                   test_scenes=len(test), minutes=round(minutes, 1))
     log(f"test accuracy (all tokens): {result['accuracy']:.4f} over {result['questions']} questions; "
         f"majority baseline ('{result['majority_answer']}'): {result['majority_baseline']:.4f}; "
         f"per kind {result['per_kind']}")
-    out = Path(args.out)
+    out = Path(args.out or f"src/hired/{'demo_internvl_model' if args.family == 'internvl' else 'demo_model'}")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -125,6 +125,12 @@ class Family:
         in ``mm_encoder_outputs["image"].pooler_output`` (LLaVA-NeXT: the list itself)."""
         return features
 
+    def load_processor(self, model_id: str, model_config: Any) -> Any:
+        """The processor of a checkpoint (hub id or folder), as transformers loads it."""
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(model_id)
+
     def prepare_processor(self, processor: Any, model_config: Any) -> Any:
         """The processor a loaded checkpoint is used with (some families need more from it)."""
         return processor

@@ -174,6 +174,21 @@ class InternVLFamily(Family):
         sizes = image_sizes.tolist() if isinstance(image_sizes, Tensor) else list(image_sizes)
         return [(int(h), int(w)) for h, w in sizes]
 
+    def load_processor(self, model_id: str, model_config: Any) -> Any:
+        """``AutoProcessor``; where its video processor cannot load (no torchvision), the image
+        processor and tokenizer alone (images need nothing else)."""
+        from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, InternVLProcessor
+        from transformers.utils import is_torchvision_available
+
+        if is_torchvision_available():
+            return AutoProcessor.from_pretrained(model_id)
+        base = InternVLProcessor.__new__(InternVLProcessor)
+        base.image_processor = AutoImageProcessor.from_pretrained(model_id)
+        base.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        base.video_processor, base.chat_template = None, getattr(base.tokenizer, "chat_template", None)
+        base.image_seq_length = self.tokens_per_partition(model_config)  # 256 for 448 px tiles
+        return base
+
     def prepare_processor(self, processor: Any, model_config: Any) -> Any:
         """The processor returning ``image_sizes``; its tile limits copied into the model config."""
         image_processor = processor.image_processor
@@ -198,6 +213,19 @@ def _processor_class():
             if argument_name == "video_processor" and argument is None:
                 return None
             return super().check_argument_for_proper_class(argument_name, argument)
+
+        def save_pretrained(self, save_directory, **kwargs):
+            if self.video_processor is not None:
+                return super().save_pretrained(save_directory, **kwargs)
+            # no video processor (no torchvision): the parts, and a config naming InternVL's own class
+            import json
+            from pathlib import Path
+
+            self.image_processor.save_pretrained(save_directory)
+            self.tokenizer.save_pretrained(save_directory)
+            config = {"processor_class": "InternVLProcessor", "image_seq_length": self.image_seq_length}
+            (Path(save_directory) / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")
+            return [str(save_directory)]
 
         def __call__(self, images=None, text=None, videos=None, **kwargs):
             out = super().__call__(images=images, text=text, videos=videos, **kwargs)
