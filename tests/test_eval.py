@@ -40,6 +40,8 @@ def test_arms_and_their_configs():
     assert [a.key for a in arms] == ["full", "hired@0.2", "hired@64", "hired-official@0.2", "hired-official@64"]
     assert Arm("full").config() is None
     assert arms[3].config().allocation == "official"
+    received = Arm("visionzip-received", 0.2).config()
+    assert (received.method, received.score, arms[1].config().score) == ("visionzip", "received", None)
     with pytest.raises(HiREDError, match="unknown method"):
         make_arms(["magic"], [0.2])
 

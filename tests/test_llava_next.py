@@ -219,3 +219,42 @@ def test_scores_match_eager_attention(model_next):
         expected = eager.attentions[layer][:, :, 0, 1:].sum(1)
         torch.testing.assert_close(recorder.scores[layer], expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(sdpa.last_hidden_state, eager.last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
+def test_received_scores_match_eager_attention_in_query_chunks(model_next):
+    """score="received": the mean attention each patch receives from the patch queries, over heads,
+    equals the eager attention matrix's, computed in chunks of queries."""
+    model, processor = model_next
+    from hired.backends.hf.hooks import record_cls_attention
+
+    tower = model.model.vision_tower
+    pixels = inputs_for(processor, noise_image(336, 336))["pixel_values"][0, :2]
+    layers = {0: tower.encoder.layers[0].self_attn, 1: tower.encoder.layers[1].self_attn}
+    with torch.no_grad(), record_cls_attention(layers, 4, score="received") as recorder:
+        tower(pixels)
+    tower.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            eager = tower(pixels, output_attentions=True)
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    for layer in (0, 1):
+        expected = eager.attentions[layer][:, :, 1:, 1:].mean((1, 2))  # patch queries -> patch keys
+        torch.testing.assert_close(recorder.scores[layer], expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava"])
+def test_received_score_keeps_the_exact_budget(family, tiny_next, tiny_llava):
+    model, processor = tiny_next if family == "llava_next" else tiny_llava
+    image = noise_image(300, 700)
+    inputs = dict(processor(images=image, text="<image>\nwhat", return_tensors="pt"))
+    kept = {}
+    for score in ("cls", "received"):
+        hired.apply(model, HiREDConfig(budget=0.2, score=score))
+        with torch.no_grad():
+            model(**inputs)
+        report = model.hired_report.images[0]
+        assert report.kept == max(1, round(0.2 * report.total))
+        kept[score] = report.keep_mask
+    hired.remove(model)
+    assert not torch.equal(kept["cls"], kept["received"])  # another ranking

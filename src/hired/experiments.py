@@ -11,6 +11,7 @@ from hired.policies import check_method
 
 FULL = "full"
 OFFICIAL_SUFFIX = "-official"  # "hired-official": HiRED with the published code's allocation
+RECEIVED_SUFFIX = "-received"  # "hired-received": ranked by the attention tokens receive, not the CLS row
 
 
 @dataclass(frozen=True)
@@ -28,15 +29,19 @@ class Arm:
         """The HiREDConfig of this arm (None for the full model); raises ConfigError when bad."""
         if self.method == FULL:
             return None
-        method, allocation = self.method, "exact"
+        method, allocation, score = self.method, "exact", None
+        if method.endswith(RECEIVED_SUFFIX):
+            method, score = method[: -len(RECEIVED_SUFFIX)], "received"
         if method.endswith(OFFICIAL_SUFFIX):
             method, allocation = method[: -len(OFFICIAL_SUFFIX)], "official"
         check_method(method)
-        return HiREDConfig(budget=self.budget, alpha=alpha, allocation=allocation, method=method, seed=seed)
+        return HiREDConfig(budget=self.budget, alpha=alpha, allocation=allocation, method=method, seed=seed,
+                           score=score)
 
 
 def method_config(name: str, budget: float | int = 0.2, alpha: float = 0.5, seed: int = 0) -> HiREDConfig:
-    """The config of a method name as every command accepts it ("hired-official" included)."""
+    """The config of a method name as every command accepts it ("hired-official" and the
+    "-received" score suffix, as "hired-received", included)."""
     config = Arm(name, budget).config(alpha, seed)
     if config is None:
         raise ValueError("the full model has no HiRED config")

@@ -25,20 +25,20 @@ def cls_attention(q_cls: Tensor, keys: Tensor, num_heads: int) -> Tensor:
 
 
 def received_attention(queries: Tensor, keys: Tensor, num_heads: int, skip: int = 0, chunk: int = 64) -> Tensor:
-    """Mean softmax attention each token *receives*, over all queries and heads: the score of
-    encoders with no CLS token (SigLIP), and ``HiREDConfig(score="received")`` on any encoder.
+    """Mean softmax attention each token *receives*, over the queries and heads of one layer: the
+    score of encoders with no CLS token (SigLIP), and ``HiREDConfig(score="received")`` on any.
 
-    queries, keys: [B, T, D] projected q and K of one layer. ``skip`` leading tokens (a CLS
-    token) are dropped both as queries and as keys; the softmax runs over the remaining keys.
-    Computed in chunks of ``chunk`` queries: memory is B x H x chunk x T, never T x T.
-    Returns [B, T - skip], summing to 1 per image.
+    queries, keys: [B, T, D] projected q and K of one layer. The softmax runs over all T keys, as
+    in the model; ``skip`` leading tokens (a CLS token) are then left out as queries and as
+    scored keys. Computed in chunks of ``chunk`` queries: memory is B x H x chunk x T, never T x T.
+    Returns [B, T - skip].
     """
     B, T, D = keys.shape
     d = D // num_heads
-    k = keys[:, skip:].float().reshape(B, T - skip, num_heads, d).transpose(1, 2)  # [B, H, T', d]
+    k = keys.float().reshape(B, T, num_heads, d).transpose(1, 2)  # [B, H, T, d]
     q_all = queries[:, skip:].float().reshape(B, T - skip, num_heads, d).transpose(1, 2)
     total = k.new_zeros(B, T - skip)
     for start in range(0, T - skip, chunk):
         q = q_all[:, :, start:start + chunk]
-        total += ((q @ k.transpose(-1, -2)) * d**-0.5).softmax(-1).sum((1, 2))
+        total += ((q @ k.transpose(-1, -2)) * d**-0.5).softmax(-1)[..., skip:].sum((1, 2))
     return total / ((T - skip) * num_heads)
