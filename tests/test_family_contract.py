@@ -16,7 +16,8 @@ from hired.families import FAMILIES
 from hired.presets import build_model, build_processor
 
 # family -> random-weight preset
-MODELS = {"llava_next": "tiny-llava-next", "llava": "tiny-llava", "internvl": "tiny-internvl"}
+MODELS = {"llava_next": "tiny-llava-next", "llava": "tiny-llava", "internvl": "tiny-internvl",
+          "llava_onevision": "tiny-llava-onevision"}
 SIZES = {  # (height, width)
     "square": (336, 336),
     "wide": (300, 900),
@@ -24,6 +25,7 @@ SIZES = {  # (height, width)
     "tiny": (9, 13),
     "odd": (333, 517),
 }
+LARGE = (1500, 2000)  # LLaVA-OneVision downsamples its 4 x 6 crops; InternVL: 12 tiles + thumbnail
 PROMPT = "{image}\nwhat is the color of the square"  # {image}: the processor's image token
 FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed"]
 
@@ -101,18 +103,39 @@ def test_planned_tokens_equal_what_the_language_model_receives(family_model, met
             assert image.kept == min(expected, image.valid_tokens)
 
 
-@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("size", [*SIZES, "large"])
 def test_planned_tokens_at_budget_one_equal_the_processors_placeholders(family_model, size):
     _, model, processor = family_model
     config = HiREDConfig(budget=1.0, newlines="all")
-    assert hired.planned_tokens(model.config, SIZES[size], config) == placeholders(processor, SIZES[size])
+    image_size = SIZES.get(size, LARGE)
+    assert hired.planned_tokens(model.config, image_size, config) == placeholders(processor, image_size)
+
+
+def test_a_large_image_keeps_parity_and_its_planned_tokens(family_model):
+    """The largest layouts (LLaVA-OneVision's bilinear downsampling): parity at budget 1.0, and the
+    planned counts at 20% for a ranking and a merging method."""
+    _, model, processor = family_model
+    inputs = inputs_for(processor, [LARGE])
+    hired.remove(model)
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, -1]
+        hired.apply(model, HiREDConfig(budget=1.0, newlines="all"))
+        torch.testing.assert_close(model(**inputs).logits[:, -1], logits, rtol=1e-5, atol=1e-5)
+        for method, newlines in (("hired", "all"), ("visionzip", "none")):
+            config = HiREDConfig(budget=0.2, method=method, newlines=newlines)
+            hired.apply(model, config)
+            model(**inputs)
+            image = model.hired_report.images[0]
+            assert image.kept == min(max(1, round(0.2 * image.total)), image.valid_tokens)
+            assert hired.planned_tokens(model.config, LARGE, config) == image.llm_tokens
+    hired.remove(model)
 
 
 def test_planned_tokens_are_none_where_the_count_depends_on_the_content(family_model):
     name, model, _ = family_model
     assert hired.planned_tokens(model.config, (400, 800), HiREDConfig(method="prumerge+")) is None
     kept_rows = hired.planned_tokens(model.config, (400, 800), HiREDConfig(budget=0.2, newlines="kept_rows"))
-    assert (kept_rows is None) == (name == "llava_next")  # LLaVA-1.5 has no newline tokens
+    assert (kept_rows is None) == (name in ("llava_next", "llava_onevision"))  # the others have no newlines
 
 
 def test_hooks_are_removed_after_success_and_after_an_exception(family_model):

@@ -16,15 +16,20 @@ from transformers import (
     LlavaConfig,
     LlavaNextConfig,
     LlavaNextProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
+    SiglipVisionConfig,
 )
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
 from hired.errors import HiREDError
 from hired.families import FAMILIES
+from hired.families.base import without_video_processor
 
 # LLaVA-v1.6's anyres resolutions (height, width) and CLIP ViT-L/14-336.
 GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
@@ -38,6 +43,11 @@ INTERNVIT_300M = dict(
     num_hidden_layers=24, num_attention_heads=16, attention_bias=True, use_qk_norm=False, norm_type="layer_norm",
     layer_norm_eps=1e-6, layer_scale_init_value=0.1, use_mean_pooling=True, hidden_act="gelu",
 )
+# SigLIP-so400m-patch14-384 as LLaVA-OneVision uses it (26 layers, no CLS token, no head).
+SIGLIP_384 = dict(image_size=384, patch_size=14, hidden_size=1152, intermediate_size=4304, num_hidden_layers=26,
+                  num_attention_heads=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, vision_use_head=False)
+# anyres_max_9's pinpoints: every grid of 1..6 x 1..6 crops of 384 px.
+ONEVISION_PINPOINTS = [[384 * r, 384 * c] for r in range(1, 7) for c in range(1, 7)]
 # InternVL's image-token strings (the real tokenizer's), in a local word-level tokenizer.
 INTERNVL_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
                    "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
@@ -99,6 +109,20 @@ PRESETS: dict[str, Preset] = {
     # InternVL3: InternViT-300M + Qwen2.5 (0.5B / 7B), pixel shuffle 0.5, up to 12 tiles + thumbnail.
     "internvl3-1b": Preset("internvl", INTERNVIT_300M, _qwen2(896, 4864, 24, 14, 2), "OpenGVLab/InternVL3-1B-hf"),
     "internvl3-8b": Preset("internvl", INTERNVIT_300M, _qwen2(3584, 18944, 28, 28, 4), "OpenGVLab/InternVL3-8B-hf"),
+    # LLaVA-OneVision: SigLIP-384 + Qwen2 (0.5B / 7B), anyres_max_9.
+    "llava-onevision-qwen2-0.5b": Preset(
+        "llava_onevision", SIGLIP_384, _qwen2(896, 4864, 24, 14, 2, vocab=152000, rope_theta=1e6),
+        "llava-hf/llava-onevision-qwen2-0.5b-ov-hf",
+    ),
+    "llava-onevision-qwen2-7b": Preset(
+        "llava_onevision", SIGLIP_384, _qwen2(3584, 18944, 28, 28, 4, vocab=152128, rope_theta=1e6),
+        "llava-hf/llava-onevision-qwen2-7b-ov-hf",
+    ),
+    "tiny-llava-onevision": Preset(
+        "llava_onevision",
+        dict(SIGLIP_384, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
+        _qwen2(64, 128, 2, 4, 2, vocab=0),
+    ),
     # Real geometry (448 px tiles, patch 14, 256 tokens per tile, up to 12 tiles), tiny widths and depths.
     "tiny-internvl": Preset(
         "internvl",
@@ -148,6 +172,14 @@ def build_processor(family: str = "llava_next", tokenizer: PreTrainedTokenizerFa
         base.image_processor, base.tokenizer, base.video_processor = image_processor, tokenizer, None
         base.image_seq_length, base.chat_template = (crop // patch // 2) ** 2, None
         return processor_with_image_sizes(base)
+    if family == "llava_onevision":
+        crop = crop or 384
+        image_processor = LlavaOnevisionImageProcessorPil(
+            size={"height": crop, "width": crop}, image_grid_pinpoints=pinpoints or ONEVISION_PINPOINTS)
+        cls = without_video_processor(LlavaOnevisionProcessor)
+        return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                   num_image_tokens=(crop // patch) ** 2, vision_feature_select_strategy="full",
+                   vision_aspect_ratio="anyres_max_9")
     crop = crop or 336
     common = dict(size={"shortest_edge": crop}, crop_size={"height": crop, "width": crop})
     if family == "llava_next":
@@ -189,6 +221,12 @@ def build_config(name: str, vit_layers: int | None = None, llm_layers: int | Non
             projector_hidden_act="gelu", tie_word_embeddings=False,
         )
     image_token = tokenizer.convert_tokens_to_ids("<image>")
+    if preset.family == "llava_onevision":
+        return LlavaOnevisionConfig(
+            vision_config=SiglipVisionConfig(**vision), text_config=text, image_token_id=image_token,
+            vision_feature_layer=-1, vision_feature_select_strategy="full", image_grid_pinpoints=ONEVISION_PINPOINTS,
+            vision_aspect_ratio="anyres_max_9", projector_hidden_act="gelu", tie_word_embeddings=False,
+        )
     common = dict(
         vision_config=CLIPVisionConfig(**vision), text_config=text, image_token_id=image_token,
         vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
@@ -220,5 +258,6 @@ def build_model(name: str = "tiny-llava-next", vit_layers: int | None = None, ll
 
 def tiny(family: str = "llava_next", seed: int = 0):
     """(model, processor): the tiny random-weight model of real geometry used by tests."""
-    name = {"llava_next": "tiny-llava-next", "internvl": "tiny-internvl"}.get(family, "tiny-llava")
+    name = {"llava_next": "tiny-llava-next", "internvl": "tiny-internvl",
+            "llava_onevision": "tiny-llava-onevision"}.get(family, "tiny-llava")
     return build_model(name, seed=seed), build_processor(family)

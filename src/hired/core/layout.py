@@ -32,8 +32,15 @@ class ImageLayout:
     crop_order: for each partition in HiRED's order, the index of its crop in the model's own
         order (the rows of ``pixel_values``); ``None`` when both orders agree (LLaVA-NeXT puts
         the full view first, InternVL last).
-    token_groups: [N, G] the ViT patch tokens (CLS excluded) pooled into each partition token,
-        whose scores are summed; ``None`` when each partition token is one ViT token.
+    sources, weights: [P, N, K] where a partition token is not one ViT token: the flat indices
+        ``crop * T + t`` (crops in the model's order, T ViT tokens per crop, CLS excluded) of the
+        ViT tokens it is made of, and their weights (``None``: 1 each). InternVL's pixel shuffle:
+        the 4 patches of a token, summed; LLaVA-OneVision's bilinear downsampling: up to 4 source
+        tokens with their interpolation weights (weight 0 pads). ``None``: token n of partition p
+        is ViT token n of crop ``crop_order[p]``.
+    budget_total: the denominator of a ratio budget where it is not P x N: LLaVA-OneVision's
+        downsampled map gives the language model fewer tokens than its crops hold, so a share is
+        of the base image's tokens plus the downsampled map's.
     """
 
     positions: Tensor
@@ -41,29 +48,38 @@ class ImageLayout:
     tokens: int
     grid: tuple[int, int]
     crop_order: tuple[int, ...] | None = None
-    token_groups: Tensor | None = None
+    sources: Tensor | None = None
+    weights: Tensor | None = None
+    budget_total: int | None = None
 
     def partition_scores(self, scores: Tensor) -> Tensor:
-        """[P, N] scores in HiRED's partition order from the ViT's per-crop token scores
-        ([P, T] in the model's crop order, T = N x G): reordered, then summed over each token's group."""
-        if self.crop_order is not None:
-            scores = scores[list(self.crop_order)]
-        if self.token_groups is not None:
-            scores = scores[:, self.token_groups.to(scores.device)].sum(-1)
-        return scores
+        """[P, N] scores in HiRED's partition order from the ViT's per-crop token scores ([C, T],
+        the model's crop order): reordered, and pooled as the tokens are (``sources``, ``weights``)."""
+        if self.sources is None:
+            return scores[list(self.crop_order)] if self.crop_order is not None else scores
+        pooled = scores.flatten()[self.sources.to(scores.device)]
+        if self.weights is not None:
+            pooled = pooled * self.weights.to(pooled)
+        return pooled.sum(-1)
 
     def partition_keys(self, keys: Tensor) -> Tensor:
-        """[P, N, d] keys in HiRED's partition order (averaged over each token's group)."""
-        if self.crop_order is not None:
-            keys = keys[list(self.crop_order)]
-        if self.token_groups is not None:
-            keys = keys[:, self.token_groups.to(keys.device)].mean(-2)
-        return keys
+        """[P, N, d] keys in HiRED's partition order (a token's keys: the weighted mean of its sources')."""
+        if self.sources is None:
+            return keys[list(self.crop_order)] if self.crop_order is not None else keys
+        pooled = keys.flatten(0, 1)[self.sources.to(keys.device)]  # [P, N, K, d]
+        weights = torch.ones(self.sources.shape) if self.weights is None else self.weights
+        weights = weights.to(pooled) / weights.to(pooled).sum(-1, keepdim=True).clamp_min(1e-12)
+        return (pooled * weights[..., None]).sum(-2)
 
     @property
     def total(self) -> int:
         """All partition tokens, P x N."""
         return self.partitions * self.tokens
+
+    @property
+    def denominator(self) -> int:
+        """The tokens a ratio budget is a share of (P x N unless ``budget_total`` says otherwise)."""
+        return self.budget_total if self.budget_total is not None else self.total
 
     @property
     def length(self) -> int:

@@ -46,7 +46,7 @@ def plan_image(
     """Run ``policy`` on one image's scores ([P, N] each, HiRED's partition order) and map its
     keep mask onto the model's packed sequence."""
     valid = layout.valid
-    budget = config.budget_tokens(layout.total)
+    budget = config.budget_tokens(layout.denominator)
     view = ImageView(final_scores, init_scores, layout.grid, valid, budget, keys)
     selection = policy(view, config)
     keep = selection.keep & valid
@@ -60,6 +60,7 @@ def plan_image(
         valid=valid,
         newline_tokens=int((in_sequence & layout.is_newline).sum()),
         llm_tokens_full=layout.length,
+        budget_total=layout.budget_total,
     )
     return ImagePlan(selection, keep, in_sequence, report)
 
@@ -82,7 +83,7 @@ def planned_tokens(layout: ImageLayout, config: HiREDConfig, count_known: bool) 
     valid = int(layout.valid.sum())
     if not count_known:
         return None
-    kept = min(config.budget_tokens(layout.total), valid)
+    kept = min(config.budget_tokens(layout.denominator), valid)
     if layout.newlines == 0:
         return kept
     policy = config.newline_policy

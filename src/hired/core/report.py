@@ -25,6 +25,8 @@ class ImageReport:
     valid: Tensor
     newline_tokens: int
     llm_tokens_full: int
+    budget_total: int | None = None  # the layout's denominator where it is not P x N
+
 
     @property
     def partitions(self) -> int:
@@ -36,8 +38,9 @@ class ImageReport:
 
     @property
     def total(self) -> int:
-        """All partition tokens, P x N (the denominator of a ratio budget)."""
-        return self.keep_mask.numel()
+        """The denominator of a ratio budget: all partition tokens, P x N (or the layout's
+        ``budget_total``, for LLaVA-OneVision's downsampled maps)."""
+        return self.budget_total if self.budget_total is not None else self.keep_mask.numel()
 
     @property
     def valid_tokens(self) -> int:

@@ -14,8 +14,11 @@ from hired.families.base import Family
 from hired.families.internvl import InternVLFamily
 from hired.families.llava import LlavaFamily
 from hired.families.llava_next import LlavaNextFamily
+from hired.families.llava_onevision import LlavaOnevisionFamily
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (LlavaNextFamily(), LlavaFamily(), InternVLFamily())}
+FAMILIES: dict[str, Family] = {
+    family.name: family for family in (LlavaNextFamily(), LlavaFamily(), InternVLFamily(), LlavaOnevisionFamily())
+}
 BY_MODEL_TYPE: dict[str, Family] = {t: family for family in FAMILIES.values() for t in family.model_types}
 
 

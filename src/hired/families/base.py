@@ -9,6 +9,7 @@ layers and how to get the packed image features, through the model's own methods
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from torch import Tensor, nn
@@ -18,6 +19,20 @@ from hired.core.layout import ImageLayout
 from hired.core.plan import planned_tokens
 from hired.errors import ConfigError, ImageTokenMismatchError, UnsupportedModelError
 from hired.policies.registry import is_count_known
+
+
+@lru_cache(maxsize=None)
+def without_video_processor(cls: type) -> type:
+    """``cls`` (a transformers processor class) that accepts ``video_processor=None``: without
+    torchvision its class check of the (absent) video processor fails, and images need none."""
+
+    def check_argument_for_proper_class(self, argument_name, argument):
+        if argument_name == "video_processor" and argument is None:
+            return None
+        return cls.check_argument_for_proper_class(self, argument_name, argument)
+
+    return type(cls.__name__, (cls,), {"check_argument_for_proper_class": check_argument_for_proper_class,
+                                       "__module__": cls.__module__})
 
 
 class Family:

@@ -18,7 +18,7 @@ partition k the tile k - 1 (``ImageLayout.crop_order``); the LM sequence keeps t
 (``positions``). Phase 1 reads the thumbnail's early-layer CLS attention over each tile's region:
 both cover the whole picture, so the thumbnail's 16 x 16 grid maps onto the rows x cols tiles
 uniformly (:func:`hired.core.allocation.subimage_content`, fractional cells shared by overlap).
-A token's score is the CLS attention summed over its 2 x 2 patch group (``token_groups``).
+A token's score is the CLS attention summed over its 2 x 2 patch group (``ImageLayout.sources``).
 A single-tile image (no thumbnail) is one partition: plain top-k, like LLaVA-1.5.
 
 The forward gets only the flat tiles: the grid of an image is not in ``pixel_values`` (6 tiles
@@ -77,14 +77,16 @@ def shuffle_groups(side: int, ratio: float) -> Tensor:
 
 @lru_cache(maxsize=1024)
 def internvl_layout(side: int, ratio: float, grid: tuple[int, int]) -> ImageLayout:
-    groups = shuffle_groups(side, ratio)
+    groups = shuffle_groups(side, ratio)  # [N, 4] patches of each token
     tokens = groups.shape[0]
     tiles = grid[0] * grid[1]
     if tiles == 1:  # one tile, no thumbnail
-        return ImageLayout(torch.arange(tokens), 1, tokens, (1, 1), None, groups)
+        return ImageLayout(torch.arange(tokens), 1, tokens, (1, 1), None, groups[None])
     # model order: tile 0 .. tile T-1, thumbnail; HiRED's: thumbnail, tile 0 .. tile T-1
+    order = (tiles, *range(tiles))
     positions = torch.cat([torch.arange(tokens, (tiles + 1) * tokens), torch.arange(tokens)])
-    return ImageLayout(positions, tiles + 1, tokens, grid, (tiles, *range(tiles)), groups)
+    sources = torch.tensor(order)[:, None, None] * (side * side) + groups[None]  # [P, N, 4] flat patch indices
+    return ImageLayout(positions, tiles + 1, tokens, grid, order, sources)
 
 
 class InternVLFamily(Family):

@@ -18,7 +18,8 @@ from hired.policies.registry import register
 
 def keeps_everything(view: ImageView, config: HiREDConfig) -> bool:
     """The published code skips selection when the budget is the whole image."""
-    return config.allocation == "official" and view.budget >= view.total
+    whole = view.budget >= view.total or (config.is_ratio and config.budget >= 1.0)
+    return config.allocation == "official" and whole
 
 
 def count_known(config: HiREDConfig) -> bool:

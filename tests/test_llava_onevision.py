@@ -1,0 +1,75 @@
+"""LLaVA-OneVision specifics beyond the family contract: SigLIP's received-attention scores against
+eager attention, the downsampled tokens' scores against the model's own bilinear interpolation,
+and no CLS score on an encoder without CLS."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import noise_image
+
+import hired
+from hired import HiREDConfig
+from hired.families import FAMILIES
+from hired.presets import build_model, build_processor
+
+FAMILY = FAMILIES["llava_onevision"]
+
+
+@pytest.fixture(scope="module")
+def model_and_processor():
+    return build_model("tiny-llava-onevision", seed=0), build_processor("llava_onevision")
+
+
+def inputs_for(processor, size):
+    return dict(processor(images=[noise_image(*size)], text=["<image>\nwhat"], return_tensors="pt"))
+
+
+def test_cls_scores_are_refused_without_a_cls_token(model_and_processor):
+    model, _ = model_and_processor
+    with pytest.raises(hired.UnsupportedModelError, match="no CLS token"):
+        hired.apply(model, HiREDConfig(score="cls"))
+    hired.apply(model, HiREDConfig())  # the default: the substitute
+    assert model.hired_adapter.score == "received"
+    hired.remove(model)
+
+
+def test_received_scores_match_eager_attention(model_and_processor):
+    model, processor = model_and_processor
+    pixels = inputs_for(processor, (300, 900))["pixel_values"][0]
+    patch = hired.apply(model, HiREDConfig(budget=0.2)).hired_adapter
+    tower = model.model.vision_tower
+    with torch.no_grad(), patch.scoring_hooks() as recorder:
+        tower(pixels)
+    hired.remove(model)
+    tower.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            eager = tower(pixels, output_attentions=True)
+    finally:
+        tower.set_attn_implementation("sdpa")
+    for layer in (patch.init_layer, patch.final_layer):
+        expected = eager.attentions[layer].mean((1, 2))  # every query, every head; no CLS to skip
+        torch.testing.assert_close(recorder.scores[layer], expected, rtol=1e-5, atol=1e-8)
+
+
+def test_downsampled_tokens_are_scored_by_the_models_own_interpolation(model_and_processor):
+    """The scores of a downsampled map equal F.interpolate of the unpadded ViT score map, as
+    pack_image_features does to the features."""
+    from transformers.models.llava_onevision.modeling_llava_onevision import unpad_image
+
+    model, _ = model_and_processor
+    size = (1500, 2000)
+    layout = FAMILY.layout(model.config, size)
+    rows, cols = layout.grid
+    assert layout.sources is not None and layout.budget_total < layout.total  # it is downsampled
+    scores = torch.rand(layout.partitions, 729, dtype=torch.float64)
+    merged = scores[1:].view(rows, cols, 27, 27).permute(0, 2, 1, 3).reshape(1, rows * 27, cols * 27)
+    unpadded = unpad_image(merged, torch.tensor(size))
+    h, w = unpadded.shape[-2:]
+    ratio = (h * w / (9 * 27**2)) ** 0.5
+    expected = F.interpolate(unpadded[None], [int(h // ratio), int(w // ratio)], mode="bilinear")[0, 0]
+    pooled = layout.partition_scores(scores.float()).flatten()
+    in_map = layout.positions[729:]
+    got = pooled[in_map[in_map >= 0]].view(expected.shape)
+    torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+    assert int(layout.valid[1:].sum()) == expected.numel()  # one slot per downsampled token
