@@ -106,3 +106,28 @@ def test_tile_limits_come_from_the_processor(model_and_processor):
     assert hired.planned_tokens(config, (448, 4000), HiREDConfig(budget=1.0)) == 5 * 256
     ids = processor(images=[noise_image(448, 4000, 0)], text=["<IMG_CONTEXT>"], return_tensors="pt")["input_ids"]
     assert int((ids == processor.image_token_id).sum()) == 5 * 256
+
+
+def test_what_the_family_cannot_read_is_named():
+    model = build_model("tiny-internvl", seed=0)
+    model.config.vision_feature_select_strategy = "full"
+    with pytest.raises(hired.UnsupportedModelError, match="vision_feature_select_strategy='full'"):
+        hired.apply(model)
+    model.config.vision_feature_select_strategy = "default"
+    del model.model.vision_tower.embeddings.cls_token
+    with pytest.raises(hired.UnsupportedModelError, match="cls_token"):
+        hired.apply(model)
+
+
+def test_from_pretrained_loads_a_saved_checkpoint_as_transformers_does(tmp_path, model_and_processor):
+    model, _ = model_and_processor
+    processor = build_processor("internvl", max_tiles=6)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded, loaded_processor = hired.from_pretrained(str(tmp_path), HiREDConfig(budget=0.2))
+    assert hired.is_applied(loaded) and loaded.config.max_patches == 6  # the processor's tile limit
+    inputs = dict(loaded_processor(images=[noise_image(300, 900)], text=["<IMG_CONTEXT>\nwhat"], return_tensors="pt"))
+    assert inputs["image_sizes"].tolist() == [[300, 900]]
+    with torch.no_grad():
+        loaded(**inputs)
+    assert loaded.hired_report.images[0].kept == round(0.2 * 4 * 256)

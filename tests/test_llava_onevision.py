@@ -73,3 +73,14 @@ def test_downsampled_tokens_are_scored_by_the_models_own_interpolation(model_and
     got = pooled[in_map[in_map >= 0]].view(expected.shape)
     torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
     assert int(layout.valid[1:].sum()) == expected.numel()  # one slot per downsampled token
+
+
+def test_what_the_family_cannot_read_is_named():
+    model = build_model("tiny-llava-onevision", seed=0)
+    model.config.vision_feature_select_strategy = "default"
+    with pytest.raises(hired.UnsupportedModelError, match="strategy 'full'"):
+        hired.apply(model)
+    model.config.vision_feature_select_strategy = "full"
+    model.config.vision_aspect_ratio = "pad"
+    with pytest.raises(hired.UnsupportedModelError, match="anyres_max_N"):
+        hired.apply(model)

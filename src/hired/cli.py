@@ -48,9 +48,10 @@ def hired_config(budget: str, alpha: float, allocation: str, method: str, init_l
                        init_layer=init_layer, final_layer=final_layer)
 
 
-def demo_note(tokenizer: Any, prompt: str) -> str:
+def demo_note(tokenizer: Any, prompt: str, name: str = "demo") -> str:
     """What the bundled demo model is, and the words of ``prompt`` it has never seen."""
-    note = ("[yellow]Model demo: a small LLaVA-NeXT trained on hired's synthetic scenes; it answers questions "
+    kind = "InternVL" if name == "demo-internvl" else "LLaVA-NeXT"
+    note = (f"[yellow]Model {name}: a small {kind} trained on hired's synthetic scenes; it answers questions "
             "such as 'what color is the star?', 'which letter is inside the red square?' or 'how many circles "
             "are there?' about such scenes. Pass --model for a real checkpoint.")
     words = [word for word, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)]
@@ -87,7 +88,7 @@ def run(
     import hired
     from hired.bench.timing import timed_generate
     from hired.images import load_image
-    from hired.loading import DEMO, load
+    from hired.loading import DEMOS, load
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     config = hired_config(budget, alpha, allocation, method, init_layer, final_layer)
@@ -122,8 +123,8 @@ def run(
             f"[yellow]Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
             f"timings are real. Pass --model llava-hf/llava-v1.6-vicuna-7b-hf for a real checkpoint.[/yellow]"
         )
-    elif loaded.name == DEMO:
-        console.print(demo_note(loaded.processor.tokenizer, prompt), highlight=False)
+    elif loaded.name in DEMOS:
+        console.print(demo_note(loaded.processor.tokenizer, prompt, loaded.name), highlight=False)
     memory_kind = "CUDA max allocated" if loaded.model.device.type == "cuda" else "peak RSS"
     console.print(f"[bold]Answer:[/bold] {result['answer']}", highlight=False)
     console.print(

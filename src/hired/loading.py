@@ -15,6 +15,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 # default of `hired run`, `hired viz` and `hired eval`.
 DEMO = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+# A small InternVL trained the same way (`python -m hired.demo.train --family internvl`).
+DEMO_INTERNVL = "demo-internvl"
+DEMO_INTERNVL_DIR = Path(__file__).resolve().parent / "demo_internvl_model"
+DEMOS = {DEMO: DEMO_MODEL_DIR, DEMO_INTERNVL: DEMO_INTERNVL_DIR}
 DEFAULT_MODEL = DEMO
 
 
@@ -91,19 +95,21 @@ def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def load(spec: str | None = None, device: str = "auto", dtype: str = "auto", **preset_kwargs: Any) -> LoadedModel:
-    """``spec`` is ``"demo"`` (the bundled model, the default), a preset name (random weights), a
-    local folder or a hub id."""
+    """``spec`` is ``"demo"`` (the bundled model, the default), ``"demo-internvl"`` (its InternVL
+    sibling), a preset name (random weights), a local folder or a hub id."""
     from hired import presets
 
     spec = spec or DEFAULT_MODEL
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    if spec == DEMO:
-        if not (DEMO_MODEL_DIR / "model.safetensors").is_file():
-            raise HiREDError(f"the bundled demo model is missing from {DEMO_MODEL_DIR}; rebuild it with "
-                             f"`python -m hired.demo.train --out {DEMO_MODEL_DIR}` or pass --model")
-        model, processor = load_model_and_processor(str(DEMO_MODEL_DIR), dtype=torch_dtype)
-        return LoadedModel(model.to(target), processor, DEMO, random_weights=False)
+    if spec in DEMOS:
+        folder = DEMOS[spec]
+        if not (folder / "model.safetensors").is_file():
+            family = " --family internvl" if spec == DEMO_INTERNVL else ""
+            raise HiREDError(f"the bundled demo model is missing from {folder}; rebuild it with "
+                             f"`python -m hired.demo.train{family} --out {folder}` or pass --model")
+        model, processor = load_model_and_processor(str(folder), dtype=torch_dtype)
+        return LoadedModel(model.to(target), processor, spec, random_weights=False)
     if spec in presets.PRESETS:
         model = presets.build_model(spec, dtype=torch_dtype, device=target, **preset_kwargs)
         return LoadedModel(model, presets.build_processor(presets.PRESETS[spec].family), spec, random_weights=True)
