@@ -87,6 +87,8 @@ def test_internvl_shapes_and_pixel_shuffled_projector():
     projector = model.model.multi_modal_projector
     linear = sum(m.weight.numel() for m in projector.modules() if isinstance(m, torch.nn.Linear))
     assert flops.projector_flops(tiny_vision, tiny_text.hidden, 1) == 2 * 256 * linear
+    siglip, _ = flops.shapes_of(build_config("llava-onevision-qwen2-0.5b"))
+    assert (siglip.tokens, siglip.layers, siglip.pool) == (729, 26, 1)  # no CLS token
 
 
 # -- the benchmark on the tiny model --------------------------------------------------------------

@@ -3,7 +3,7 @@
 Conventions (one multiply-add = 2 FLOPs; biases, norms, activations, softmax, RoPE and the
 scoring/selection work are left out: they are lower-order terms):
 
-- ViT, per crop of T = (image_size / patch)^2 + 1 tokens (CLS included), every encoder layer the
+- ViT, per crop of T = (image_size / patch)^2 + 1 tokens (CLS included; SigLIP has none), every encoder layer the
   model runs (transformers runs all of them even when the features come from layer -2):
   patch embedding 2 (T-1) (3 p^2) d, projections Q K V O 2 T 4 d^2, MLP 2 T 2 d f (CLIP's MLP
   is not gated), attention 2 * 2 T^2 d (Q K^T and A V, full bidirectional attention).
@@ -40,11 +40,12 @@ class VisionShape:
     patch_size: int
     channels: int = 3
     pool: int = 1  # patch tokens merged into one projector input (pixel shuffle 0.5: 4)
+    cls: int = 1  # CLS tokens per crop (SigLIP: 0)
 
     @property
     def tokens(self) -> int:
         """Tokens per crop including CLS."""
-        return (self.image_size // self.patch_size) ** 2 + 1
+        return (self.image_size // self.patch_size) ** 2 + self.cls
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,14 @@ def shapes_of(config: Any) -> tuple[VisionShape, TextShape]:
                               for v in (vision.image_size, vision.patch_size))
     ratio = getattr(config, "downsample_ratio", None)  # InternVL's pixel shuffle
     pool = round(1 / ratio) ** 2 if ratio else 1
+    cls = 0 if getattr(vision, "model_type", "") == "siglip_vision_model" else 1
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     if head_dim * heads != text.hidden_size:
         raise ValueError("head_dim * heads != hidden_size is not covered by this FLOPs model")
     return (
         VisionShape(vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers, image_size,
-                    patch_size, getattr(vision, "num_channels", 3), pool),
+                    patch_size, getattr(vision, "num_channels", 3), pool, cls),
         TextShape(text.hidden_size, text.intermediate_size, text.num_hidden_layers, heads,
                   getattr(text, "num_key_value_heads", None) or heads, text.vocab_size),
     )
@@ -84,14 +86,14 @@ def shapes_of(config: Any) -> tuple[VisionShape, TextShape]:
 def vit_flops(vision: VisionShape, crops: int) -> int:
     """ViT forward FLOPs over ``crops`` crops (all layers, attention's quadratic term included)."""
     t, d, f = vision.tokens, vision.hidden, vision.intermediate
-    embed = 2 * (t - 1) * (vision.channels * vision.patch_size**2) * d
+    embed = 2 * (t - vision.cls) * (vision.channels * vision.patch_size**2) * d
     per_layer = 2 * t * 4 * d * d + 2 * t * 2 * d * f + 2 * 2 * t * t * d
     return crops * (embed + vision.layers * per_layer)
 
 
 def projector_flops(vision: VisionShape, text_hidden: int, crops: int) -> int:
     """The projector (Linear g d_vision->d, act, Linear d->d) on every crop's (pooled) features."""
-    n = (vision.tokens - 1) // vision.pool
+    n = (vision.tokens - vision.cls) // vision.pool
     return crops * 2 * n * (vision.pool * vision.hidden * text_hidden + text_hidden * text_hidden)
 
 
