@@ -140,10 +140,13 @@ WORDS = (
 
 def build_tokenizer(words: list[str] | None = None, family: str = "llava_next") -> PreTrainedTokenizerFast:
     """A word-level tokenizer built locally, with the family's image special tokens (LLaVA's
-    ``<image>``; InternVL's ``<img>``, ``</img>``, ``<IMG_CONTEXT>`` and ``<video>``, after LLaVA's)."""
+    ``<image>``; InternVL's ``<img>``, ``</img>``, ``<IMG_CONTEXT>`` and ``<video>``, LLaVA-OneVision's
+    ``<video>``, after LLaVA's)."""
     named = {"image_token": "<image>"}
     if family == "internvl":
         named = INTERNVL_TOKENS
+    elif family == "llava_onevision":  # its processor counts video tokens too: give it one
+        named = {"image_token": "<image>", "video_token": "<video>"}
     specials = ["<pad>", "<unk>", "<s>", "</s>", "<image>"] + [t for t in named.values() if t != "<image>"]
     vocab = {token: i for i, token in enumerate(specials + [w for w in (words or WORDS) if w not in specials])}
     core = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
