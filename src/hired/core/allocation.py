@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -91,15 +93,21 @@ def exact_budgets(
 ) -> Tensor:
     """Per-partition budgets (full view first) that sum exactly to ``min(budget, capacity)``.
 
-    The full view's share is ``alpha``; the sub-images share ``1 - alpha`` in proportion to
-    ``content`` ([P-1]); ``capacity`` ([P]) caps each partition at its valid tokens.
+    The full view gets ``round(alpha * budget)`` tokens; the sub-images share the rest in
+    proportion to ``content`` ([P-1]); ``capacity`` ([P]) caps each partition at its valid tokens.
+    A sub-image's overflow goes to the other sub-images first (by content), and only what no
+    sub-image can hold goes to the full view (and the full view's overflow to the sub-images), so
+    ``alpha`` stays the full view's share whenever the partitions can hold it.
     """
+    capacity = capacity.long()
+    budget = min(int(budget), int(capacity.sum()))
+    sub_capacity = int(capacity[1:].sum())
+    full = min(max(math.floor(alpha * budget + 0.5), budget - sub_capacity), int(capacity[0]))
     content = content.double().clamp_min(0)
     if content.numel() and content.sum() <= 0:  # no signal: share by area
         content = capacity[1:].double()
-    sub_share = content / content.sum() if content.numel() else content
-    weights = torch.cat([torch.tensor([float(alpha)], dtype=torch.float64), (1.0 - alpha) * sub_share])
-    return apportion(weights, capacity, budget)
+    subs = apportion(content, capacity[1:], budget - full)
+    return torch.cat([torch.tensor([full], dtype=torch.long), subs])
 
 
 def official_budgets(total: int, alpha: float, init_scores: Tensor, num_subimages: int, tokens: int) -> Tensor:
