@@ -39,7 +39,7 @@ def run(name: str, view: ImageView, seed: int = 0):
 
 
 def test_baselines_are_registered_and_unknown_names_are_refused():
-    assert set(FIXED_BUDGET) | set(ADAPTIVE) | {"hired"} == set(POLICIES)
+    assert set(FIXED_BUDGET) | set(ADAPTIVE) | {"hired", "hired+", "hired+fusion", "hired+dedup"} == set(POLICIES)
     assert {"prumerge", "prumerge+", "prumerge-fixed", "prumerge+-fixed", "visionzip"} <= NEEDS_KEYS
     with pytest.raises(ConfigError, match=r"unknown method 'nope'; known methods: .*prumerge\+.*visionzip"):
         check_method("nope")

@@ -24,7 +24,7 @@ SIZES = {  # (height, width)
     "odd": (333, 517),
 }
 PROMPT = "<image>\nwhat is the color of the square"
-FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed"]
+FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed", "hired+"]
 
 
 def test_every_family_has_a_contract_model():

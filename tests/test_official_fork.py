@@ -81,7 +81,7 @@ def fork_sequence(features, mask, grid, size, as_published):
     """Kept features in the order the language model gets them: the full view's, then the
     sub-images' grid unpadded. as_published: the fork's transposed grid and int() unpadding;
     otherwise transformers' corrected layout (rows, cols) and rounding."""
-    P, N, D = features.shape
+    N, D = features.shape[1:]
     side = int(N**0.5)
     rows, cols = grid
     view_rows, view_cols = (cols, rows) if as_published else (rows, cols)
