@@ -27,7 +27,7 @@ SIZES = {  # (height, width)
 }
 LARGE = (1500, 2000)  # LLaVA-OneVision downsamples its 4 x 6 crops; InternVL: 12 tiles + thumbnail
 PROMPT = "{image}\nwhat is the color of the square"  # {image}: the processor's image token
-FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed"]
+FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed", "hired+"]
 
 
 def test_every_family_has_a_contract_model():
@@ -59,15 +59,16 @@ def no_hooks_left(model):
     return not any(getattr(h, "__module__", "").startswith("hired") for h in hooks)  # transformers has its own
 
 
-@pytest.mark.parametrize("size", ["square", "wide", "tiny"])
-def test_budget_one_gives_the_unmodified_logits_and_tokens(family_model, size):
+@pytest.mark.parametrize("size, method", [("square", "hired"), ("wide", "hired"), ("tiny", "hired")]
+                         + [("wide", m) for m in FIXED_BUDGET[1:]])
+def test_budget_one_gives_the_unmodified_logits_and_tokens(family_model, size, method):
     _, model, processor = family_model
     inputs = inputs_for(processor, [SIZES[size]])
     hired.remove(model)
     with torch.no_grad():
         logits = model(**inputs).logits
         tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-        hired.apply(model, HiREDConfig(budget=1.0, newlines="all"))
+        hired.apply(model, HiREDConfig(budget=1.0, newlines="all", method=method))
         patched_logits = model(**inputs).logits
         patched_tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     hired.remove(model)
@@ -112,8 +113,8 @@ def test_planned_tokens_at_budget_one_equal_the_processors_placeholders(family_m
 
 
 def test_a_large_image_keeps_parity_and_its_planned_tokens(family_model):
-    """The largest layouts (LLaVA-OneVision's bilinear downsampling): parity at budget 1.0, and the
-    planned counts at 20% for a ranking and a merging method."""
+    """The largest layouts (LLaVA-OneVision's bilinear downsampling): parity at budget 1.0, the
+    planned counts at 20%, and a merging method (refused on an interpolated map)."""
     _, model, processor = family_model
     inputs = inputs_for(processor, [LARGE])
     hired.remove(model)
@@ -121,13 +122,20 @@ def test_a_large_image_keeps_parity_and_its_planned_tokens(family_model):
         logits = model(**inputs).logits[:, -1]
         hired.apply(model, HiREDConfig(budget=1.0, newlines="all"))
         torch.testing.assert_close(model(**inputs).logits[:, -1], logits, rtol=1e-5, atol=1e-5)
-        for method, newlines in (("hired", "all"), ("visionzip", "none")):
+        for method, newlines in (("hired", "all"), ("spatial", "none")):
             config = HiREDConfig(budget=0.2, method=method, newlines=newlines)
             hired.apply(model, config)
             model(**inputs)
             image = model.hired_report.images[0]
             assert image.kept == min(max(1, round(0.2 * image.total)), image.valid_tokens)
             assert hired.planned_tokens(model.config, LARGE, config) == image.llm_tokens
+        hired.apply(model, HiREDConfig(budget=0.2, method="visionzip"))
+        if model.config.model_type == "llava_onevision":  # merges run before the projector, downsampling after
+            with pytest.raises(hired.UnsupportedModelError, match="interpolated"):
+                model(**inputs)
+        else:
+            model(**inputs)
+            assert model.hired_report.images[0].kept == round(0.2 * model.hired_report.images[0].total)
     hired.remove(model)
 
 

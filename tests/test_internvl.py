@@ -61,16 +61,24 @@ def eager_cls_rows(model, pixel_values, layer):
     return out.attentions[layer][:, :, 0, 1:].sum(1)
 
 
+def hooked_scores(model, inputs):
+    """The final-layer scores of one image as the patch hands them to the policy: [P, 256]."""
+    patch = hired.apply(model, HiREDConfig(budget=0.2)).hired_adapter
+    layout = FAMILY.layout(model.config, tuple(inputs["image_sizes"][0].tolist()))
+    with torch.no_grad(), patch.scoring_hooks() as recorder:
+        model.model.vision_tower(pixel_values=inputs["pixel_values"])
+    hired.remove(model)
+    return layout.partition_scores(recorder.scores["final"])
+
+
 def test_scores_are_thumbnail_first_and_summed_over_each_2x2_patch_group(model_and_processor):
     model, processor = model_and_processor
     inputs = inputs_for(processor, [(300, 900)])  # 1 x 3 tiles + thumbnail
-    patch = hired.apply(model, HiREDConfig(budget=0.2)).hired_adapter
-    batch = patch.run_encoder(inputs["pixel_values"], inputs["image_sizes"])
-    hired.remove(model)
-    rows = eager_cls_rows(model, inputs["pixel_values"], patch.final_layer)  # model order: tiles, thumbnail
+    final = hooked_scores(model, inputs)
+    rows = eager_cls_rows(model, inputs["pixel_values"], len(model.model.vision_tower.encoder.layer) - 1)
     pooled = rows.view(4, 16, 2, 16, 2).sum((2, 4)).reshape(4, 256)  # token (i, j) = patches (2i.., 2j..)
     expected = torch.cat([pooled[3:], pooled[:3]])  # HiRED's order: thumbnail first
-    torch.testing.assert_close(batch.final[0], expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(final, expected, rtol=1e-4, atol=1e-6)
 
 
 def test_phase_one_maps_each_tile_to_its_region_of_the_thumbnail(model_and_processor):
@@ -86,14 +94,14 @@ def test_phase_one_maps_each_tile_to_its_region_of_the_thumbnail(model_and_proce
 def test_single_tile_images_keep_the_plain_top_k(model_and_processor):
     model, processor = model_and_processor
     inputs = inputs_for(processor, [(448, 448)])
-    patch = hired.apply(model, HiREDConfig(budget=0.1)).hired_adapter
-    batch = patch.run_encoder(inputs["pixel_values"], inputs["image_sizes"])
+    final = hooked_scores(model, inputs)
+    hired.apply(model, HiREDConfig(budget=0.1))
     with torch.no_grad():
         model(**inputs)
     keep = model.hired_report.images[0].keep_mask
     hired.remove(model)
     assert keep.shape == (1, 256) and int(keep.sum()) == 26
-    top = batch.final[0][0].topk(26).indices
+    top = final[0].topk(26).indices
     assert torch.equal(keep[0], torch.zeros(256, dtype=torch.bool).index_fill_(0, top, True))
 
 

@@ -47,9 +47,9 @@ def test_received_scores_match_eager_attention(model_and_processor):
             eager = tower(pixels, output_attentions=True)
     finally:
         tower.set_attn_implementation("sdpa")
-    for layer in (patch.init_layer, patch.final_layer):
+    for name, layer in (("init", patch.init_layer), ("final", patch.final_layer)):
         expected = eager.attentions[layer].mean((1, 2))  # every query, every head; no CLS to skip
-        torch.testing.assert_close(recorder.scores[layer], expected, rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(recorder.scores[name], expected, rtol=1e-5, atol=1e-8)
 
 
 def test_downsampled_tokens_are_scored_by_the_models_own_interpolation(model_and_processor):

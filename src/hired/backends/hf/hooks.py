@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -20,18 +21,31 @@ from hired.core.scoring import cls_attention, received_attention
 QKModules = tuple[nn.Module, nn.Module]  # the modules whose outputs are a layer's q and K
 
 
-class CLSAttentionRecorder:
-    """Records, for each requested layer, the token scores [B, T'] of its last forward
-    (T' = T - 1 where the encoder has a CLS token, which is never scored)."""
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One score row to record: at encoder layer ``layer``, over ``heads`` heads (1 = the full
+    width as one head), in ``dtype`` (None = the model's own dtype); ``kind`` "cls" (the CLS row)
+    or "received" (the mean attention each token receives)."""
 
-    def __init__(self, qk_modules: dict[int, QKModules | nn.Module], num_heads: int, keep_keys: Sequence[int] = (),
-                 score: str = "cls", has_cls: bool = True):
+    layer: int
+    heads: int
+    dtype: torch.dtype | None = torch.float32
+    kind: str = "cls"
+
+
+class CLSAttentionRecorder:
+    """Records, for each named request, the scores [B, T'] of its layer's last forward, and the
+    keys [B, T', D] of the layers in ``keep_keys`` (T' = T - 1 where the encoder has a CLS token,
+    which is never scored)."""
+
+    def __init__(self, qk_modules: dict[int, QKModules | nn.Module], requests: dict[str, ScoreRequest],
+                 keep_keys: Sequence[int] = (), has_cls: bool = True):
         self.qk_modules = qk_modules
-        self.num_heads = num_heads
+        self.requests = requests
         self.keep_keys = set(keep_keys)
-        self.score = score
         self.skip = 1 if has_cls else 0
-        self.scores: dict[int, Tensor] = {}
+        self.full_queries = {r.layer for r in requests.values() if r.kind == "received"}
+        self.scores: dict[str, Tensor] = {}
         self.keys: dict[int, Tensor] = {}
         self._pending: dict[int, dict[str, Tensor]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -39,15 +53,21 @@ class CLSAttentionRecorder:
     def _hook(self, layer: int, kind: str):
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
             pending = self._pending.setdefault(layer, {})
-            pending[kind] = output[:, 0].detach() if kind == "q" and self.score == "cls" else output.detach()
+            whole = kind == "k" or layer in self.full_queries
+            pending[kind] = output.detach() if whole else output[:, 0].detach()
             if len(pending) == 2:  # both projections seen, whatever their order
                 del self._pending[layer]
-                if self.score == "cls":
-                    self.scores[layer] = cls_attention(pending["q"], pending["k"], self.num_heads)
-                else:
-                    self.scores[layer] = received_attention(pending["q"], pending["k"], self.num_heads, self.skip)
+                q, k = pending["q"], pending["k"]
+                for name, request in self.requests.items():
+                    if request.layer != layer:
+                        continue
+                    if request.kind == "received":
+                        self.scores[name] = received_attention(q, k, request.heads, self.skip)
+                    else:
+                        self.scores[name] = cls_attention(q if q.dim() == 2 else q[:, 0], k, request.heads,
+                                                          request.dtype)
                 if layer in self.keep_keys:
-                    self.keys[layer] = pending["k"][:, self.skip:]
+                    self.keys[layer] = k[:, self.skip:]
 
         return hook
 
@@ -67,11 +87,11 @@ class CLSAttentionRecorder:
 
 @contextmanager
 def record_cls_attention(
-    qk_modules: dict[int, QKModules | nn.Module], num_heads: int, keep_keys: Sequence[int] = (), score: str = "cls",
+    qk_modules: dict[int, QKModules | nn.Module], requests: dict[str, ScoreRequest], keep_keys: Sequence[int] = (),
     has_cls: bool = True,
 ) -> Iterator[CLSAttentionRecorder]:
     """Context manager: hooks attached on entry, always removed on exit (also on errors)."""
-    recorder = CLSAttentionRecorder(qk_modules, num_heads, keep_keys, score, has_cls)
+    recorder = CLSAttentionRecorder(qk_modules, requests, keep_keys, has_cls)
     recorder.attach()
     try:
         yield recorder
