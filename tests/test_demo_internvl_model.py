@@ -41,7 +41,7 @@ def test_answers_held_out_questions_and_hired_keeps_the_budget(demo):
             questions += [(image, qa) for qa in qas]
         index += 1
     right = 0
-    hired.apply(demo.model, hired.HiREDConfig(budget=0.2))
+    hired.apply(demo.model, hired.HiREDConfig(budget=0.2, score="received"))  # its CLS row is uninformative
     for image, qa in questions[:20]:
         inputs = demo.inputs(image, demo.format_prompt(qa["question"]))
         out = demo.model.generate(**inputs, max_new_tokens=3, do_sample=False)
@@ -50,4 +50,4 @@ def test_answers_held_out_questions_and_hired_keeps_the_budget(demo):
         report = demo.model.hired_report
         assert report.kept == round(0.2 * report.total)
     hired.remove(demo.model)
-    assert right >= 10, f"{right}/20 at 20% of the tokens"
+    assert right >= 6, f"{right}/20 at 20% of the tokens"  # all tokens: 47.6%; majority answer: 15.6%
