@@ -504,7 +504,8 @@ def model_card(result: dict, model) -> str:
         *geometry,
         f"- Language model: {language}, {text.num_hidden_layers} layers of width {text.hidden_size}; word-level "
         f"tokenizer of {text.vocab_size} tokens; {params:.2f} M parameters in all.",
-        f"- Training: seed {result['seed']}, {result['minutes']} min on 2 CPU cores. Stage 1 trains the ViT on "
+        f"- Training: seed {result['seed']}, {result['minutes']} min on a 2-core CPU ({result.get('threads', 2)} "
+        f"thread(s)). Stage 1 trains the ViT on "
         f"{result.get('stage1_scenes', '?')} scenes",
         "  so that its CLS token says what each crop holds and each patch token what covers it; stage 2 trains the",
         f"  projector and the language model on the questions of {result['train_scenes']} scenes, with all visual "
@@ -572,7 +573,7 @@ def main(argv: list[str] | None = None) -> dict:
     defaults = vars(parser.parse_args([]))
     options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                       if k not in ("family", "out", "seed", "vit") and v != defaults[k] and v is not False)
-    result.update(options=options, family=args.family, seed=args.seed,
+    result.update(options=options, family=args.family, seed=args.seed, threads=args.threads,
                   stage1_scenes=min(args.stage1_scenes, len(train)), train_scenes=len(train),
                   test_scenes=len(test), minutes=round(minutes, 1))
     log(f"test accuracy (all tokens): {result['accuracy']:.4f} over {result['questions']} questions; "
