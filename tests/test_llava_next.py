@@ -197,6 +197,16 @@ def test_unsupported_model_is_refused():
         hired.apply(model)
 
 
+def eager_forward(tower, pixels):
+    """The tower's forward with the eager kernel, attention matrices returned."""
+    tower.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            return tower(pixels, output_attentions=True)
+    finally:
+        tower.config._attn_implementation = "sdpa"
+
+
 def test_scores_match_eager_attention(model_next):
     """The hooked CLS row equals the eager attention matrix's CLS row."""
     model, processor = model_next
@@ -210,12 +220,7 @@ def test_scores_match_eager_attention(model_next):
         assert not no_hooks_left(model)  # the check below would see leftover hooks
         sdpa = tower(pixels)
     assert no_hooks_left(model)
-    tower.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad():
-            eager = tower(pixels, output_attentions=True)
-    finally:
-        tower.config._attn_implementation = "sdpa"
+    eager = eager_forward(tower, pixels)
     for layer in (0, 1):
         expected = eager.attentions[layer][:, :, 0, 1:].sum(1)
         torch.testing.assert_close(recorder.scores[layer], expected, rtol=1e-5, atol=1e-6)
@@ -234,12 +239,7 @@ def test_received_scores_match_eager_attention_in_query_chunks(model_next):
     requests = {layer: ScoreRequest(layer, 4, kind="received") for layer in layers}
     with torch.no_grad(), record_cls_attention(layers, requests) as recorder:
         tower(pixels)
-    tower.config._attn_implementation = "eager"
-    try:
-        with torch.no_grad():
-            eager = tower(pixels, output_attentions=True)
-    finally:
-        tower.config._attn_implementation = "sdpa"
+    eager = eager_forward(tower, pixels)
     for layer in (0, 1):
         expected = eager.attentions[layer][:, :, 1:, 1:].mean((1, 2))  # patch queries -> patch keys
         torch.testing.assert_close(recorder.scores[layer], expected, rtol=1e-5, atol=1e-7)
