@@ -16,6 +16,7 @@ from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
 from hired.core.report import ImageReport
 from hired.core.view import ImageView, Selection
+from hired.errors import HiREDError
 
 Policy = Callable[[ImageView, HiREDConfig], Selection]
 
@@ -69,6 +70,30 @@ def kept_features(packed: Tensor, layout: ImageLayout, plan: ImagePlan) -> Tenso
     if plan.selection.merge_weights is not None:
         packed = layout.merged(packed, plan.keep, plan.selection.merge_weights)
     return packed[plan.in_sequence.to(packed.device)]
+
+
+def keep_image_tokens(
+    layout: ImageLayout,
+    packed: Tensor,
+    final_scores: Tensor,
+    init_scores: Tensor,
+    policy: Policy,
+    config: HiREDConfig,
+    image_size: tuple[int, int],
+    keys: Tensor | None,
+    count_known: bool,
+) -> tuple[Tensor, ImageReport]:
+    """One image, as every backend runs it: plan, check the plan against :func:`planned_tokens`
+    (the count a serving engine sized its placeholders with), cut the packed features [L, D].
+    Returns the kept features (newlines included) and the image's report."""
+    plan = plan_image(layout, final_scores, init_scores, policy, config, image_size, keys)
+    planned = planned_tokens(layout, config, count_known)
+    if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
+        raise HiREDError(
+            f"internal error: planned {planned} image tokens for a {image_size[0]}x{image_size[1]} image but the "
+            f"plan gives {plan.llm_tokens} ({config.method}); please report it"
+        )
+    return kept_features(packed, layout, plan), plan.report
 
 
 def planned_tokens(layout: ImageLayout, config: HiREDConfig, count_known: bool) -> int | None:

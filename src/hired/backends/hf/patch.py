@@ -23,7 +23,7 @@ from hired.backends.hf.hooks import record_cls_attention
 from hired.backends.hf.prompt import shrink_prompt
 from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
-from hired.core.plan import kept_features, plan_image, planned_tokens
+from hired.core.plan import keep_image_tokens
 from hired.core.report import HiREDReport, ImageReport
 from hired.errors import HiREDError
 from hired.families import family_for_model
@@ -86,15 +86,10 @@ class HFPatch:
         """Each image's plan: kept features (newlines included) and its report."""
         features, reports = [], []
         for i, (size, layout) in enumerate(zip(batch.sizes, batch.layouts)):
-            plan = plan_image(layout, batch.final[i], batch.init[i], self.policy, self.config, size, batch.keys[i])
-            planned = planned_tokens(layout, self.config, self.count_known)
-            if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
-                raise HiREDError(
-                    f"internal error: planned {planned} image tokens for a {size[0]}x{size[1]} image but the "
-                    f"plan gives {plan.llm_tokens} ({self.config.method}); please report it"
-                )
-            features.append(kept_features(batch.packed[i], layout, plan))
-            reports.append(plan.report)
+            kept, report = keep_image_tokens(layout, batch.packed[i], batch.final[i], batch.init[i], self.policy,
+                                             self.config, size, batch.keys[i], self.count_known)
+            features.append(kept)
+            reports.append(report)
         return features, reports
 
     def encode_images(
