@@ -41,20 +41,24 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def prompts(work) -> list[dict]:
-    """At least 60 demo questions on scenes of all five aspect ratios (seed 0, test split order),
+    """At least 60 demo questions on scenes of all five aspect ratios (seed 0, in order),
     then one question on each of a few odd-sized pictures (for the token counts)."""
 
     from hired.data.scenes import scene
 
-    out, index = [], 0
-    while len(out) < MIN_QUESTIONS:
+    out, ratios, index = [], set(), 0
+    while len(out) < MIN_QUESTIONS or len(ratios) < 5:
         image, qas = scene(0, index)
-        path = work / f"scene-{index:03d}.png"
+        index += 1
+        ratio = round(image.width / image.height, 2)
+        if len(out) >= MIN_QUESTIONS and ratio in ratios:
+            continue  # enough questions: only a missing aspect ratio is still wanted
+        ratios.add(ratio)
+        path = work / f"scene-{index - 1:03d}.png"
         image.save(path)
         for qa in qas:
             out.append({"text": f"<image>\n{qa['question']}", "image": str(path), "answer": qa["answer"],
                         "size": [image.height, image.width]})
-        index += 1
     base, _ = scene(0, 0)
     for w, h in ODD_SIZES:
         path = work / f"odd-{w}x{h}.png"
