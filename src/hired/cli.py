@@ -303,6 +303,43 @@ def viz(
                   f"{drawing.width}x{drawing.height} px", highlight=False)
 
 
+@app.command("serve-bench")
+@cli_errors
+def serve_bench(
+    vllm: str = typer.Option(os.environ.get("HIRED_VLLM", "vllm"), "--vllm",
+                             help="The vLLM venv's `vllm` command (hired[vllm] installed there); env HIRED_VLLM."),
+    model: str | None = typer.Option(None, "--model", "-m",
+                                     help="LLaVA(-NeXT) folder; default: build the benchmark model "
+                                          "(demo ViT + a random 6 x 512 language model) in --work."),
+    budgets: str = typer.Option("0.4,0.2,0.1", help="HiRED budgets to serve besides vanilla vLLM."),
+    concurrency: str = typer.Option("1,8,32", help="Requests in flight, comma-separated."),
+    requests: str | None = typer.Option(None, help="Requests per level, comma-separated (default: max(30, "
+                                                  "8 x in flight)); each has a picture of its own."),
+    max_tokens: int = typer.Option(16, help="Output tokens per request (EOS ignored)."),
+    dtype: str = typer.Option("bfloat16", help="vLLM --dtype of the servers."),
+    work: str = typer.Option("bench-serve-work", help="Scratch folder: built model, server logs."),
+    out: str = typer.Option("bench-serve", "--out", "-o", help="Folder for results.json, results.md, serving.png."),
+) -> None:
+    """Serving throughput under load: vanilla vLLM vs vLLM + HiRED (the hired[vllm] plugin)."""
+    from hired.bench.serving import ServeBenchSettings, run_serve_bench
+    from hired.bench.serving_report import header_lines, rich_table, write_results
+    from hired.bench.settings import parse_ints
+    from hired.config import parse_budgets
+
+    settings = ServeBenchSettings(
+        vllm=vllm, work=work, model=model, budgets=parse_budgets(budgets),
+        concurrency=parse_ints(concurrency, "--concurrency"),
+        requests=parse_ints(requests, "--requests") if requests else None,
+        max_tokens=max_tokens, dtype=dtype,
+    )
+    results = run_serve_bench(settings, log=lambda line: errors.print(line, highlight=False))
+    paths = write_results(results, out)
+    for line in header_lines(results):
+        console.print(line, highlight=False)
+    (console if console.is_terminal else Console(width=220)).print(rich_table(results))
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+
+
 def main() -> None:
     app()
 
