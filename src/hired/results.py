@@ -23,3 +23,15 @@ def write_result_files(
     paths["md"].write_text(markdown(results))
     plot(results, paths["png"])
     return paths
+
+
+def rich_table(title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...] = ()):
+    """A terminal table of string cells; ``left`` columns are left-aligned, the others right."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    for cells in rows:
+        table.add_row(*cells)
+    return table

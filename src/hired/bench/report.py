@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from hired.results import rich_table as results_table
 from hired.results import write_result_files
 
 COLUMNS = [
@@ -103,14 +104,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def rich_table(results: dict[str, Any]):
-    from rich.table import Table
-
-    table = Table(title="hired bench", show_lines=False)
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("method", "image") else "right")
-    for cells in table_rows(results):
-        table.add_row(*cells)
-    return table
+    return results_table("hired bench", COLUMNS, table_rows(results), left=("method", "image"))
 
 
 def plot_speedup(results: dict[str, Any], path: Path) -> None:

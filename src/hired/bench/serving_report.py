@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hired.results import rich_table as results_table
 from hired.results import write_result_files
 
 COLUMNS = ["arm", "in flight", "image tok/req", "prompt tok", "req/s", "vs vanilla", "ideal", "out tok/s",
@@ -89,14 +90,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def rich_table(results: dict[str, Any]):
-    from rich.table import Table
-
-    table = Table(title="vLLM serving: vanilla vs HiRED")
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column == "arm" else "right")
-    for cells in table_rows(results):
-        table.add_row(*cells)
-    return table
+    return results_table("vLLM serving: vanilla vs HiRED", COLUMNS, table_rows(results), left=("arm",))
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
