@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -180,7 +181,7 @@ def run_arm(settings: ServeBenchSettings, model: Path, budget: float | int | Non
     with VLLMServer(settings.vllm, str(model), args, server_env(budget), log_path,
                     timeout=settings.startup_timeout) as server:
         log(f"{name}: server pid {server.proc.pid} ready after {server.startup_s:.1f} s")
-        version = server.get("/version")
+        version = json.loads(server.get("/version")).get("version")
         warm = run_load(server.url, bodies[-2:], 1)  # warm-up on two extra pictures, not reported
         if not all(r["ok"] for r in warm["results"]):
             raise HiREDError(f"{name}: warm-up failed: {warm['results'][0].get('error')}")
@@ -205,6 +206,7 @@ def run_serve_bench(settings: ServeBenchSettings, log: Callable[[str], None] = l
     from hired.bench.environment import cpu_model
 
     settings.validate()
+    load_before = os.getloadavg()
     work = Path(settings.work)
     work.mkdir(parents=True, exist_ok=True)
     model = Path(settings.model) if settings.model else build_serving_model(work / "model", ServingLM())
@@ -252,7 +254,8 @@ def run_serve_bench(settings: ServeBenchSettings, log: Callable[[str], None] = l
         "pictures": [{"size": p["size"], "question": p["question"]} for p in pics],
         "text_tokens": texts,
         "environment": {"cpu": cpu_model(), "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
-                        "kv_cache_space_gib": server_env(None)["VLLM_CPU_KVCACHE_SPACE"]},
+                        "kv_cache_space_gib": server_env(None)["VLLM_CPU_KVCACHE_SPACE"],
+                        "load_average_1m_start_end": [load_before[0], os.getloadavg()[0]]},
         "flops_convention": flops.CONVENTION + "; ViT layers: those vLLM builds (up to the feature layer)",
         "arms": arms,
     }

@@ -56,7 +56,10 @@ def header_lines(results: dict[str, Any]) -> list[str]:
         f"a side, five aspect ratios); "
         f"{results['settings']['max_tokens']} output tokens per request; dtype {results['settings']['dtype']}; "
         f"CPU {results['environment']['cpu']} ({results['environment']['cpus']} cores), "
-        f"OMP_NUM_THREADS={results['environment']['omp_threads']}",
+        f"OMP_NUM_THREADS={results['environment']['omp_threads']}"
+        + (", load average {:.1f} at start, {:.1f} at end (the machine is shared)".format(
+            *results["environment"]["load_average_1m_start_end"])
+           if results["environment"].get("load_average_1m_start_end") else ""),
         "Prompt tokens = text + hired.planned_tokens on every request: "
         + ", ".join(f"{a['arm']} {'yes' if a['prompt_tokens_as_planned'] else 'NO'}" for a in arms),
         "Cache hits (prefix / multimodal processor), all levels: "
