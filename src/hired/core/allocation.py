@@ -59,7 +59,10 @@ def subimage_content(init_scores: Tensor, grid: tuple[int, int], valid: Tensor |
     init_scores: [N] attention of the full view's tokens (a square g x g grid, row-major).
     grid: (rows, cols) of sub-images. valid: [rows*cols, M] tokens of each sub-image that hold
     picture rather than padding (M = m x m); it locates the picture inside the padded canvas.
-    Returns [rows*cols] content shares (row-major) that sum to the total attention.
+    Returns [rows*cols] content shares (row-major) that sum to the total attention; all zero
+    when no sub-image token is valid (an extreme aspect ratio, e.g. 20000 x 200, that LLaVA-NeXT's
+    unpadding cuts to zero rows or columns: the unmodified model then gives the language model the
+    full view alone).
     """
     rows, cols = grid
     n = init_scores.numel()
@@ -75,8 +78,8 @@ def subimage_content(init_scores: Tensor, grid: tuple[int, int], valid: Tensor |
         canvas = valid.reshape(rows, cols, m, m).permute(0, 2, 1, 3).reshape(rows * m, cols * m)
         ys = torch.nonzero(canvas.any(1)).flatten()
         xs = torch.nonzero(canvas.any(0)).flatten()
-        if ys.numel() == 0:
-            raise ValueError("valid marks no token of any sub-image")
+        if ys.numel() == 0:  # unpadding leaves no sub-image token: nothing to share
+            return torch.zeros(rows * cols, dtype=torch.float64)
         y0, y1, x0, x1 = float(ys[0]), float(ys[-1] + 1), float(xs[0]), float(xs[-1] + 1)
     over_y = region_overlap_1d(g, rows, y0, y1, m)  # [g, rows]
     over_x = region_overlap_1d(g, cols, x0, x1, m)  # [g, cols]
@@ -97,7 +100,8 @@ def exact_budgets(
     content = content.double().clamp_min(0)
     if content.numel() and content.sum() <= 0:  # no signal: share by area
         content = capacity[1:].double()
-    sub_share = content / content.sum() if content.numel() else content
+    # No sub-image token survives unpadding (extreme aspect ratios): the full view takes it all.
+    sub_share = content / content.sum() if content.sum() > 0 else torch.zeros_like(content)
     weights = torch.cat([torch.tensor([float(alpha)], dtype=torch.float64), (1.0 - alpha) * sub_share])
     return apportion(weights, capacity, budget)
 
