@@ -38,7 +38,9 @@ class HiREDConfig:
         one token), ``"all"`` (every row, like the unmodified model) or ``"none"``.
         ``None`` = ``"kept_rows"`` for exact mode, ``"none"`` for official mode (as published).
     method: the drop policy; ``"hired"`` is the paper's method.
-    seed: seed for policies that draw random numbers.
+    seed: seed (an int >= 0) for policies that draw random numbers.
+
+    Every field is type- and range-checked here: a bad value raises ConfigError at once.
     """
 
     budget: float | int = 0.2
@@ -71,6 +73,8 @@ class HiREDConfig:
             raise ConfigError(f"newlines must be 'kept_rows', 'all' or 'none', got {self.newlines!r}")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"method must be a policy name such as 'hired', got {self.method!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
 
     @property
     def is_ratio(self) -> bool:
