@@ -11,6 +11,7 @@ own merge of text and image embeddings, its attention kernels and its cache are 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
 from hired.core.plan import kept_features, plan_image, planned_tokens
 from hired.core.report import HiREDReport, ImageReport
-from hired.errors import HiREDError
+from hired.errors import HiREDError, InputError
 from hired.families import family_for_model
 from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known
 
@@ -107,11 +108,15 @@ class HFPatch:
     def prepare(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode images, keep the budget, shorten the prompt: kwargs for the original call."""
         if kwargs.get("input_ids") is None:
-            raise HiREDError("hired needs input_ids to find the image placeholders; pass input_ids, not inputs_embeds")
+            raise InputError("hired needs input_ids to find the image placeholders; pass input_ids, not inputs_embeds")
         if kwargs.get("position_ids") is not None:
-            raise HiREDError("position_ids cannot be combined with token dropping; leave them out")
+            raise InputError("position_ids cannot be combined with token dropping; leave them out")
         kwargs = dict(kwargs)
         pixel_values = kwargs.pop("pixel_values")
+        if not isinstance(pixel_values, Tensor):
+            raise InputError(f"pixel_values must be a tensor, got {type(pixel_values).__name__}")
+        if pixel_values.is_floating_point() and not bool(torch.isfinite(pixel_values).all()):
+            raise InputError("pixel_values hold NaN or infinite values; no token can be ranked by them")
         image_sizes = kwargs.pop("image_sizes", None)
         encoder_kwargs = {key: kwargs.pop(key) for key in ENCODER_OPTIONS if kwargs.get(key) is not None}
         features, reports = self.encode_images(pixel_values, image_sizes, **encoder_kwargs)
@@ -143,32 +148,54 @@ class HFPatch:
     def wrap_forward(self, original: Callable) -> Callable:
         @functools.wraps(original)
         def forward(*args: Any, **kwargs: Any):
-            if args:
-                kwargs["input_ids"], args = args[0], args[1:]
+            kwargs = named_arguments(original, args, kwargs)
             if kwargs.get("pixel_values") is None:
-                return original(*args, **kwargs)
-            return original(*args, **self.prepare(kwargs))
+                return original(**kwargs)
+            return original(**self.prepare(kwargs))
 
         return forward
 
     def wrap_generate(self, original: Callable) -> Callable:
         @functools.wraps(original)
         def generate(*args: Any, **kwargs: Any):
-            if args:
-                kwargs["input_ids"], args = args[0], args[1:]
+            kwargs = named_arguments(original, args, kwargs)
             if kwargs.get("inputs") is not None:
                 kwargs["input_ids"] = kwargs.pop("inputs")
             if kwargs.get("pixel_values") is None:
                 self.model.hired_report = None
-                return original(*args, **kwargs)
-            prompt = kwargs["input_ids"]
+                return original(**kwargs)
             with torch.no_grad():
                 prepared = self.prepare(kwargs)
             short_len = prepared["input_ids"].shape[1]
-            out = original(*args, **prepared)
-            return restore_prompt(out, prompt, short_len)
+            out = original(**prepared)
+            return restore_prompt(out, kwargs["input_ids"], short_len)
 
         return generate
+
+
+def named_arguments(original: Callable, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by name, positional ones mapped by ``original``'s own signature (as the
+    unpatched model takes ``model(input_ids, pixel_values, image_sizes)``); InputError where the
+    unpatched model would refuse them too."""
+    if not args:
+        return dict(kwargs)
+    signature = inspect.signature(original)
+    try:
+        bound = signature.bind_partial(*args, **kwargs)
+    except TypeError as error:
+        raise InputError(f"{getattr(original, '__name__', 'the call')}: {error}") from None
+    named: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                raise InputError(f"{getattr(original, '__name__', 'the call')} got {len(value)} extra positional "
+                                 f"arguments that hired cannot name; pass them by keyword")
+        else:
+            named[name] = value
+    return named
 
 
 def restore_prompt(output: Any, prompt: Tensor, short_len: int) -> Any:
