@@ -1,5 +1,6 @@
-"""A command's results: ``results.json``, ``results.md`` and one PNG plot in one folder, and its table
-drawn the same way in markdown and on the terminal (bench and eval)."""
+"""A command's results: ``results.json``, ``results.md`` and one PNG plot in one folder, its table
+drawn the same way in markdown and on the terminal (bench and eval), and the progress bar of long
+work (eval, data make)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,13 @@ def rich_table(title: str, columns: list[str], rows: list[list[str]], left: tupl
     for cells in rows:
         table.add_row(*cells)
     return table
+
+
+def progress_bar(enabled: bool = True):
+    """A rich progress bar on stderr that vanishes when done; off where stderr is no terminal (a
+    pipe or a log file gets no bar and no stray blank line)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, disable=not (enabled and console.is_terminal), transient=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from hired.checks import at_least, output_folder
+from hired.results import progress_bar
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -234,7 +235,6 @@ def scene_records(seed: int, index: int) -> tuple[Image.Image, list[dict]]:
 def make_scenes(out_dir: str | Path, n: int, seed: int = 0, progress: bool = False) -> dict[str, Path]:
     """Write ``n`` scenes: ``out_dir/images/*.png`` and ``train.jsonl``, ``val.jsonl``, ``test.jsonl``.
     Returns {split: path of its JSONL}."""
-    from rich.progress import Progress
 
     at_least(n, 1, "n")
     at_least(seed, 0, "seed")
@@ -243,7 +243,7 @@ def make_scenes(out_dir: str | Path, n: int, seed: int = 0, progress: bool = Fal
     paths = {split: out / f"{split}.jsonl" for split in SPLITS}
     files = {split: open(path, "w", encoding="utf-8") for split, path in paths.items()}
     try:
-        with Progress(disable=not progress, transient=True) as bar:
+        with progress_bar(progress) as bar:
             for index in bar.track(range(n), description="scenes"):
                 image, records = scene_records(seed, index)
                 name = f"images/s{seed}-{index:06d}.png"

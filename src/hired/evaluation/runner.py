@@ -17,6 +17,7 @@ from hired.evaluation.metrics import confidence_interval, normalize_answer, scor
 from hired.experiments import Arm
 from hired.images import load_image
 from hired.loading import LoadedModel
+from hired.results import progress_bar
 
 CACHE_VERSION = 2  # cached rows carry the fingerprint of the item they answer
 
@@ -129,7 +130,6 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Answer every item under every arm (skipping answers already cached in ``out_dir``)."""
-    from rich.progress import Progress
 
     at_least(batch_size, 1, "batch_size")
     at_least(max_new_tokens, 1, "max_new_tokens")
@@ -144,7 +144,7 @@ def evaluate(
     for arm in arms:
         caches[arm.key] = read_cache(out / "answers" / f"{arm.key}.jsonl", keys)
         todo_total += sum(item["id"] not in caches[arm.key] for item in items)
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("answering", total=todo_total)
         for arm in arms:
             config = arm.config(alpha, seed)
