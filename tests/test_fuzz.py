@@ -265,6 +265,7 @@ def bad_values(files):
         (bench + ["--warmup", "-1"], "--warmup"), (bench + ["--new-tokens", "0"], "--new-tokens"),
         (bench + ["--memory-cap-gb", "0"], "--memory-cap-gb"), (bench + ["--memory-cap-gb", "inf"], "--memory-cap-gb"),
         (bench + ["--llm-layers", "0"], "--llm-layers"), (bench + ["--vit-layers", "1"], "--vit-layers"),
+        (bench + ["--llm-layers", "999"], "--llm-layers 999"), (bench + ["--vit-layers", "999"], "--vit-layers 999"),
         (bench + ["--batch-size", "0"], "--batch-size"), (bench + ["--batch-size", "x"], "--batch-size"),
         (bench + ["--image", "0x10"], "between 1x1"), (bench + ["--image", "big"], "WxH"),
         (bench + ["--image", "99999x10"], "between 1x1"), (bench + ["--device", "tpu"], "device"),

@@ -78,15 +78,14 @@ def cli_errors(fn: Callable) -> Callable:
 
 
 def quiet_runtime() -> None:
-    """torch threads from OMP_NUM_THREADS (checked), and no transformers progress bars or
-    advisory logs between hired's own lines."""
+    """torch threads from OMP_NUM_THREADS (checked), and no transformers progress bars (the
+    "Loading weights" bar) between hired's own lines."""
     from transformers.utils import logging as transformers_logging
 
     from hired.loading import set_torch_threads
 
     set_torch_threads()
     transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
 
 
 def hired_config(budget: str, alpha: float, allocation: str, method: str, init_layer: int = 0,
