@@ -109,6 +109,29 @@ def test_hired_run_on_the_demo_model_takes_extreme_aspect_ratios(tmp_path, size)
             assert data["kept"] == round(0.2 * data["total"])
 
 
+def test_viz_eval_and_bench_take_extreme_aspect_ratios(tmp_path):
+    picture = tmp_path / "wide.png"
+    noise_image(200, 20000).save(picture)
+    viz = runner.invoke(app, ["viz", "-i", str(picture), "--out", str(tmp_path / "kept.png"), "--methods",
+                              "hired,visionzip,prumerge+,spatial"])
+    assert viz.exit_code == 0, viz.output
+    assert "hired: kept 51/256, per partition [51, 0, 0, 0]" in viz.stdout
+    data = tmp_path / "wide.jsonl"
+    data.write_text(json.dumps({"id": "w", "image": "wide.png", "question": "what color is the star?",
+                                "answer": "red"}) + "\n")
+    ev = runner.invoke(app, ["eval", "--data", str(data), "--out", str(tmp_path / "ev"), "--methods", "hired",
+                             "--budgets", "0.2", "--max-new-tokens", "1"])
+    assert ev.exit_code == 0, ev.output
+    rows = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    assert rows[1]["mean_kept"] == 51 and rows[1]["mean_total"] == 256
+    bench = runner.invoke(app, ["bench", "--image", "16000x100", "--runs", "1", "--warmup", "0", "--new-tokens", "1",
+                                "--budgets", "1.0,0.2", "--methods", "full,hired", "--no-progress",
+                                "--out", str(tmp_path / "bench")])
+    assert bench.exit_code == 0, bench.output
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())["results"]
+    assert [row["kept"] for row in rows] == [576, 576, round(0.2 * rows[0]["total"])]
+
+
 # -- picture files: modes, bit depths, EXIF, corrupt, bombs ------------------------------------
 def save(image, path, **kwargs):
     image.save(path, **kwargs)
