@@ -69,6 +69,9 @@ class HiREDConfig:
                 raise ConfigError(f"{name} must be an int layer index, got {value!r}")
         if self.allocation not in ("exact", "official"):
             raise ConfigError(f"allocation must be 'exact' or 'official', got {self.allocation!r}")
+        if self.allocation == "official" and self.alpha == 1.0:
+            raise ConfigError("alpha=1 is undefined in official allocation (the published code marks no token and "
+                              "divides by zero); use alpha < 1 or allocation='exact'")
         if self.newlines not in (None, "kept_rows", "all", "none"):
             raise ConfigError(f"newlines must be 'kept_rows', 'all' or 'none', got {self.newlines!r}")
         if not isinstance(self.method, str) or not self.method:

@@ -13,8 +13,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from hired.core.merging import apply_merge_weights
-
 NEWLINE = -1  # a position that holds an image-newline token, not a partition token
 NewlinePolicy = Literal["kept_rows", "all", "none"]
 
@@ -81,19 +79,6 @@ class ImageLayout:
         # A row that unpadding emptied (extreme aspect ratios) keeps its newline, as the unmodified model.
         row_kept = per_row(kept_token & sub_token) | ~per_row(sub_token)
         return kept_token | (is_newline & row_kept[segment])
-
-    def merged(self, packed: Tensor, keep: Tensor, weights: Tensor) -> Tensor:
-        """Packed features [L, D] with each kept token replaced by its merge of its partition's
-        tokens (``weights`` [P, N, N], see :func:`hired.core.merging.apply_merge_weights`)."""
-        device = packed.device
-        is_token = ~self.is_newline.to(device)
-        token_index = self.positions.to(device)[is_token]
-        grid = packed.new_zeros(self.total, packed.shape[-1])
-        grid[token_index] = packed[is_token]
-        grid = apply_merge_weights(grid.view(self.partitions, self.tokens, -1), keep.to(device), weights.to(device))
-        out = packed.clone()
-        out[is_token] = grid.view(self.total, -1)[token_index]
-        return out
 
 
 def single_view_layout(tokens: int) -> ImageLayout:

@@ -101,6 +101,11 @@ class Family:
             )
         return layers
 
+    def projector(self, model: nn.Module) -> nn.Module:
+        """The module that maps vision features [crops, N, D_vision] to the language model's width;
+        merging policies merge its input, as their reference code merges CLIP hidden states."""
+        return model.model.multi_modal_projector
+
     def image_sizes(self, pixel_values: Tensor, image_sizes: Tensor | None) -> list[tuple[int, int]]:
         """(height, width) of each image of a batch."""
         if image_sizes is None:

@@ -20,15 +20,16 @@ import torch
 from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from hired.backends.hf.hooks import record_cls_attention
+from hired.backends.hf.hooks import ScoreRequest, record_cls_attention
 from hired.backends.hf.prompt import shrink_prompt
 from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
-from hired.core.plan import kept_features, plan_image, planned_tokens
+from hired.core.plan import kept_features, merge_partitions, plan_image, planned_tokens, select
 from hired.core.report import HiREDReport, ImageReport
+from hired.core.view import Selection
 from hired.errors import HiREDError, InputError
 from hired.families import family_for_model
-from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known
+from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known, scoring_of
 
 # [B, L] inputs that must shrink together with input_ids.
 PER_TOKEN_INPUTS = ("labels", "token_type_ids", "mm_token_type_ids")
@@ -37,15 +38,13 @@ ENCODER_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy")
 
 @dataclass
 class EncodedBatch:
-    """A batch through the vision encoder: per image its size, layout, packed features and
-    scores ([P, N], HiRED's partition order)."""
+    """A batch through the vision encoder: per image its size, layout, packed features (layout
+    order, merges already applied) and the policy's selection."""
 
     sizes: list[tuple[int, int]]
     layouts: list[ImageLayout]
     packed: list[Tensor]
-    final: list[Tensor]
-    init: list[Tensor]
-    keys: list[Tensor | None]
+    selections: list[Selection]
 
 
 class HFPatch:
@@ -60,41 +59,73 @@ class HFPatch:
         self.layers = self.family.vision_layers(model)
         self.num_heads = self.family.num_heads(model.config)
         self.init_layer, self.final_layer = self.family.scoring_layers(model.config, config)
+        scoring = scoring_of(config.method)
+        if config.final_layer is None and scoring.layer == "last":
+            self.final_layer = self.family.vision_layer_count(model.config) - 1
+        # official mode scores in the model's dtype, as the published code does
+        dtype = None if config.allocation == "official" else torch.float32
+        self.requests = {
+            "init": ScoreRequest(self.init_layer, self.num_heads, dtype),
+            "final": ScoreRequest(self.final_layer, 1 if scoring.single_head else self.num_heads, dtype),
+        }
+        self.merges = config.method in NEEDS_KEYS
         self.count_known = is_count_known(config)
 
     # -- one batch of images -------------------------------------------------------------------
-    def scoring_hooks(self):
-        attention = {i: self.layers[i].self_attn for i in {self.init_layer, self.final_layer}}
-        keep_keys = [self.final_layer] if self.config.method in NEEDS_KEYS else []
-        return record_cls_attention(attention, self.num_heads, keep_keys)
-
     def run_encoder(self, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any) -> EncodedBatch:
-        """The model's own image encoding (ViT + projector + packing), with the scoring hooks on."""
+        """The model's own image encoding (ViT + projector + packing) with the scoring hooks on.
+        Policies select as soon as the scores exist; merging policies merge the vision features
+        before the projector (as their reference code does), through a hook on its input."""
         sizes = self.family.image_sizes(pixel_values, image_sizes)
         layouts = [self.family.layout(self.model.config, size) for size in sizes]
-        with self.scoring_hooks() as scores:
-            packed = self.family.image_features(self.model, pixel_values, image_sizes, **kwargs)
-        counts = [layout.partitions for layout in layouts]
-        keys = scores.keys.get(self.final_layer)
-        return EncodedBatch(
-            sizes, layouts, packed,
-            scores.scores[self.final_layer].cpu().split(counts),
-            scores.scores[self.init_layer].cpu().split(counts),
-            keys.split(counts) if keys is not None else [None] * len(counts),
-        )
+        selections: list[Selection] = []
+        attention = {layer: self.layers[layer].self_attn for layer in {self.init_layer, self.final_layer}}
+        keep_keys = [self.final_layer] if self.merges else []
+
+        def select_all(recorder: Any) -> None:
+            counts = [layout.partitions for layout in layouts]
+            final = recorder.scores["final"].cpu().split(counts)
+            init = recorder.scores["init"].cpu().split(counts)
+            keys = recorder.keys[self.final_layer].split(counts) if self.merges else [None] * len(counts)
+            heads = 1 if self.requests["final"].heads == 1 else self.num_heads
+            selections.extend(
+                select(layout, final[i], init[i], self.policy, self.config, keys[i], heads)
+                for i, layout in enumerate(layouts)
+            )
+
+        def merge_before_projector(_module: nn.Module, args: tuple) -> tuple:
+            select_all(recorder)
+            features = args[0]  # [crops, N, D_vision], crops in the layouts' partition order
+            rows = list(features.split([layout.partitions for layout in layouts]))
+            merged = [merge_partitions(r, sel, lay) for r, sel, lay in zip(rows, selections, layouts)]
+            return (torch.cat(merged), *args[1:])
+
+        with record_cls_attention(attention, self.requests, keep_keys) as recorder:
+            handle = (
+                self.family.projector(self.model).register_forward_pre_hook(merge_before_projector)
+                if self.merges else None
+            )
+            try:
+                packed = self.family.image_features(self.model, pixel_values, image_sizes, **kwargs)
+            finally:
+                if handle is not None:
+                    handle.remove()
+        if not self.merges:
+            select_all(recorder)
+        return EncodedBatch(sizes, layouts, packed, selections)
 
     def plan_images(self, batch: EncodedBatch) -> tuple[list[Tensor], list[ImageReport]]:
         """Each image's plan: kept features (newlines included) and its report."""
         features, reports = [], []
-        for i, (size, layout) in enumerate(zip(batch.sizes, batch.layouts)):
-            plan = plan_image(layout, batch.final[i], batch.init[i], self.policy, self.config, size, batch.keys[i])
+        for size, layout, packed, selection in zip(batch.sizes, batch.layouts, batch.packed, batch.selections):
+            plan = plan_image(layout, selection, self.config, size)
             planned = planned_tokens(layout, self.config, self.count_known)
             if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
                 raise HiREDError(
                     f"internal error: planned {planned} image tokens for a {size[0]}x{size[1]} image but the "
                     f"plan gives {plan.llm_tokens} ({self.config.method}); please report it"
                 )
-            features.append(kept_features(batch.packed[i], layout, plan))
+            features.append(kept_features(packed, plan))
             reports.append(plan.report)
         return features, reports
 
