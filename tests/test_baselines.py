@@ -30,6 +30,7 @@ def random_view(seed: int, budget: int, invalid_rows: int = 3) -> ImageView:
         valid=valid.view(P, N),
         budget=budget,
         keys=torch.randn(P, N, D, generator=g),
+        key_heads=4,
     )
 
 
@@ -38,7 +39,7 @@ def run(name: str, view: ImageView, seed: int = 0):
 
 
 def test_baselines_are_registered_and_unknown_names_are_refused():
-    assert set(FIXED_BUDGET) | set(ADAPTIVE) | {"hired"} == set(POLICIES)
+    assert set(FIXED_BUDGET) | set(ADAPTIVE) | {"hired", "hired+", "hired+fusion", "hired+dedup"} == set(POLICIES)
     assert {"prumerge", "prumerge+", "prumerge-fixed", "prumerge+-fixed", "visionzip"} <= NEEDS_KEYS
     with pytest.raises(ConfigError, match=r"unknown method 'nope'; known methods: .*prumerge\+.*visionzip"):
         check_method("nope")
@@ -83,30 +84,75 @@ def test_prumerge_plus_adds_uniform_samples_to_the_outliers():
 
 
 @pytest.mark.parametrize("name", sorted(NEEDS_KEYS))
-def test_merges_are_convex_combinations(name):
+def test_merges_keep_each_token_and_never_mix_in_padding(name):
     view = random_view(3, budget=144)
     selection = run(name, view)
     w = selection.merge_weights
     assert w is not None and w.shape == (P, N, N)
     assert (w >= 0).all()
-    kept_rows = w[selection.keep]
-    torch.testing.assert_close(kept_rows.sum(-1), torch.ones(kept_rows.shape[0]))
+    kept = selection.keep.nonzero()
+    assert (w[kept[:, 0], kept[:, 1], kept[:, 1]] >= 1).all()  # x_i itself, weight 1 (+ its own share)
     assert (w[~selection.keep] == 0).all()  # dropped rows are unused
     assert (w.sum(1)[~view.valid] == 0).all()  # invalid tokens are never mixed in
 
 
-def test_visionzip_splits_dominant_and_contextual_as_the_paper():
+def test_prumerge_merge_is_the_reference_formula():
+    """x_i + sum_j a_j x_j over the 32 (per 576) most key-similar other valid tokens, unnormalised."""
+    view = random_view(6, budget=144)
+    selection = run("prumerge-fixed", view)
+    w = selection.merge_weights
+    unit = torch.nn.functional.normalize(view.keys, dim=-1)
+    for p in range(P):
+        valid = view.valid[p].nonzero().flatten()
+        for i in selection.keep[p].nonzero().flatten()[:20].tolist():  # an independent loop, token by token
+            others = valid[valid != i]
+            similarity = unit[p, others] @ unit[p, i]
+            nearest = others[similarity.topk(32).indices]
+            expected = torch.zeros(N)
+            expected[nearest] = view.final_scores[p, nearest]
+            expected[i] += 1.0
+            torch.testing.assert_close(w[p, i], expected)
+
+
+def test_visionzip_contextual_tokens_are_target_plus_mean_of_assigned():
     view = random_view(4, budget=P * 64)  # 64 per partition before the valid-count split
     selection = run("visionzip", view)
     w = selection.merge_weights
-    merged_rows = (w[selection.keep] > 0).sum(-1) > 1
-    identity_rows = int((~merged_rows).sum())
-    dominant = (selection.budgets.double() * 54 / 64).round().sum()
-    assert identity_rows >= int(dominant)  # dominant rows copy their own token
-    assert int(merged_rows.sum()) <= int((selection.budgets - (selection.budgets.double() * 54 / 64).round()).sum())
-    # every non-kept valid token is absorbed by exactly one contextual target
-    used = (w > 0).sum(1)  # [P, N]: how many kept rows use each token
+    dominant = (selection.budgets.double() * 54 / 64).round().long()
+    metric = torch.nn.functional.normalize(view.keys.view(P, N, 4, D // 4).mean(2), dim=-1)  # heads averaged
+    for p in range(P):
+        rows = w[p][selection.keep[p]]
+        merged = (rows > 0).sum(-1) > 1
+        assert int((~merged).sum()) >= int(dominant[p])  # dominant tokens are copied as they are
+        contextual = selection.keep[p].nonzero().flatten()[merged]
+        for t in contextual.tolist():
+            assigned = (w[p, t] > 0).nonzero().flatten()
+            assigned = assigned[assigned != t]
+            torch.testing.assert_close(w[p, t, t], torch.tensor(1.0))  # the target itself
+            torch.testing.assert_close(w[p, t, assigned], torch.full((len(assigned),), 1.0 / len(assigned)))
+            targets = selection.keep[p] & ~topk_dominant(view, p, int(dominant[p]))
+            similarity = metric[p, assigned] @ metric[p, targets.nonzero().flatten()].T
+            assert (targets.nonzero().flatten()[similarity.argmax(-1)] == t).all()  # each went to its nearest target
+    used = (w > 0).sum(1)  # every valid token is used by exactly one kept row
     assert (used[view.valid] == 1).all()
+
+
+def topk_dominant(view, p, count):
+    scores = view.final_scores[p].masked_fill(~view.valid[p], -1.0)
+    mask = torch.zeros(N, dtype=torch.bool)
+    mask[scores.topk(count).indices] = True
+    return mask
+
+
+def test_fixed_prumerge_at_full_budget_merges_nothing():
+    view = random_view(7, budget=P * N)
+    for name in ("prumerge-fixed", "prumerge+-fixed", "visionzip"):
+        selection = run(name, view)
+        assert torch.equal(selection.keep & view.valid, view.valid)
+        kept = view.valid.nonzero()
+        identity = torch.zeros(P, N, N)
+        identity[kept[:, 0], kept[:, 1], kept[:, 1]] = 1.0
+        torch.testing.assert_close(selection.merge_weights, identity)
 
 
 def test_random_is_deterministic_for_a_seed_and_differs_across_seeds():
@@ -185,3 +231,32 @@ def test_llava_one_partition(tiny_llava, name):
             assert image.kept == 64
     finally:
         hired.remove(model)
+
+
+@pytest.mark.parametrize("name", ["visionzip", "prumerge-fixed"])
+def test_merging_acts_on_clip_features_before_the_projector(tiny_llava, name):
+    """The language model gets projector(merged CLIP hidden states), as the reference code does,
+    not a merge of projected features (the projector is a GELU MLP: the two differ)."""
+    model, processor = tiny_llava
+    inputs = dict(processor(images=[noise_image(336, 336, 4)], text=["<image>\nwhat"], return_tensors="pt"))
+    hidden = []
+    handle = model.model.multi_modal_projector.register_forward_pre_hook(lambda _m, args: hidden.append(args[0]))
+    try:
+        with torch.no_grad():
+            model.model.get_image_features(pixel_values=inputs["pixel_values"])
+    finally:
+        handle.remove()
+    hired.apply(model, HiREDConfig(budget=0.2, method=name))
+    try:
+        with torch.no_grad():
+            batch = model.hired_adapter.run_encoder(inputs["pixel_values"], None)
+            features, _ = model.hired_adapter.plan_images(batch)
+            selection = batch.selections[0]
+            keep = selection.keep[0]
+            merged = selection.merge_weights[0][keep] @ hidden[0][0]  # [kept, D_vision]
+            expected = model.model.multi_modal_projector(merged)
+            after = selection.merge_weights[0][keep] @ model.model.multi_modal_projector(hidden[0][0])
+    finally:
+        hired.remove(model)
+    torch.testing.assert_close(features[0], expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(features[0], after, rtol=1e-3, atol=1e-4)

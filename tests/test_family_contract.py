@@ -24,7 +24,7 @@ SIZES = {  # (height, width)
     "odd": (333, 517),
 }
 PROMPT = "<image>\nwhat is the color of the square"
-FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed"]
+FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed", "hired+"]
 
 
 def test_every_family_has_a_contract_model():
@@ -54,15 +54,16 @@ def no_hooks_left(model):
     return all(not m._forward_hooks and not m._forward_pre_hooks for m in projections)
 
 
-@pytest.mark.parametrize("size", ["square", "wide", "tiny"])
-def test_budget_one_gives_the_unmodified_logits_and_tokens(family_model, size):
+@pytest.mark.parametrize("size, method", [("square", "hired"), ("wide", "hired"), ("tiny", "hired")]
+                         + [("wide", m) for m in FIXED_BUDGET[1:]])
+def test_budget_one_gives_the_unmodified_logits_and_tokens(family_model, size, method):
     _, model, processor = family_model
     inputs = inputs_for(processor, [SIZES[size]])
     hired.remove(model)
     with torch.no_grad():
         logits = model(**inputs).logits
         tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-        hired.apply(model, HiREDConfig(budget=1.0, newlines="all"))
+        hired.apply(model, HiREDConfig(budget=1.0, newlines="all", method=method))
         patched_logits = model(**inputs).logits
         patched_tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     hired.remove(model)

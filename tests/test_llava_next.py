@@ -201,11 +201,13 @@ def test_scores_match_eager_attention(model_next):
     """The hooked CLS row equals the eager attention matrix's CLS row."""
     model, processor = model_next
     from hired.backends.hf.hooks import record_cls_attention
+    from hired.core.scoring import ScoreRequest
 
     tower = model.model.vision_tower
     pixels = inputs_for(processor, noise_image(336, 336))["pixel_values"][0, :2]
     layers = {0: tower.encoder.layers[0].self_attn, 1: tower.encoder.layers[1].self_attn}
-    with torch.no_grad(), record_cls_attention(layers, 4) as recorder:
+    requests = {layer: ScoreRequest(layer, 4) for layer in (0, 1)}
+    with torch.no_grad(), record_cls_attention(layers, requests) as recorder:
         assert not no_hooks_left(model)  # the check below would see leftover hooks
         sdpa = tower(pixels)
     assert no_hooks_left(model)

@@ -162,3 +162,17 @@ def test_every_grid_and_budget_combination_is_consistent():
         P = grid[0] * grid[1] + 1
         keep = select_tokens(torch.rand(P, N), torch.rand(N), grid, budget, 0.5)
         assert int(keep.sum()) == min(budget, P * N)
+
+
+def test_a_full_sub_image_overflows_to_the_other_sub_images_not_the_full_view():
+    # a 3x1 grid whose last sub-image is mostly padding but holds most of the content
+    capacity = torch.tensor([576, 576, 576, 100])
+    content = torch.tensor([1.0, 1.0, 20.0])
+    budgets = exact_budgets(922, 0.5, content, capacity)
+    assert int(budgets.sum()) == 922
+    assert int(budgets[0]) == 461  # alpha of the budget, as asked
+    assert int(budgets[3]) == 100  # the small sub-image is full
+    assert int(budgets[1]) + int(budgets[2]) == 361 and abs(int(budgets[1]) - int(budgets[2])) <= 1
+    # only what no sub-image can hold goes to the full view, and the other way round
+    assert exact_budgets(1500, 0.1, content, capacity).tolist()[0] == 1500 - 1252  # not 150
+    assert exact_budgets(1400, 0.9, content, capacity).tolist()[0] == 576

@@ -7,11 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from hired.backends.vllm.scoring import QKVScoreRecorder, partial_cls_attention
-from hired.backends.vllm.settings import VLLMSettingError, read_config
+from hired.backends.vllm.scoring import (
+    QKVScoreRecorder,
+    one_head_cls_attention,
+    partial_cls_attention,
+    partial_cls_logits,
+)
+from hired.backends.vllm.settings import VLLMSettingError, check_layers, read_config, vllm_built_layers
 from hired.backends.vllm.weights import vision_tower_key
 from hired.config import HiREDConfig
-from hired.core.scoring import cls_attention
+from hired.core.scoring import ScoreRequest, cls_attention
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -106,30 +111,51 @@ def test_sum_of_shard_partials_is_the_unsharded_cls_row(heads, ranks):
         assert not torch.allclose(partials[0], full)
 
 
+@pytest.mark.parametrize("heads, ranks", [(4, 2), (16, 8), (6, 3)])
+def test_one_head_logits_summed_over_shards_are_the_unsharded_row(heads, ranks):
+    """PruMerge's reference scores with one full-width head: the logits split by columns."""
+    torch.manual_seed(ranks)
+    B, T, d = 2, 33, 8
+    q, k, v = (torch.randn(B, T, heads * d) for _ in range(3))
+    shards = fused_qkv_shards(q, k, v, heads, ranks)
+    logits = torch.stack([partial_cls_logits(s) for s in shards]).sum(0)  # the all-reduce
+    torch.testing.assert_close(one_head_cls_attention(logits, heads * d), cls_attention(q[:, 0], k, 1),
+                               rtol=1e-5, atol=1e-6)
+
+
+class Proj(nn.Module):
+    """Stands in for a rank's qkv_proj: returns (output, bias) like vLLM's linear layers."""
+
+    def __init__(self, output):
+        super().__init__()
+        self.output = output
+
+    def forward(self, x):
+        return self.output, None
+
+
 def test_recorder_reduces_and_gathers_across_simulated_ranks():
     torch.manual_seed(0)
     heads, ranks, B, T, d = 8, 4, 2, 17, 4
     q, k, v = (torch.randn(B, T, heads * d) for _ in range(3))
     shards = fused_qkv_shards(q, k, v, heads, ranks)
     partials = [partial_cls_attention(s, heads // ranks) for s in shards]
+    logits = [partial_cls_logits(s) for s in shards]
     local_keys = [s.chunk(3, -1)[1][:, 1:] for s in shards]
+    proj = Proj(shards[0])  # rank 0; the other ranks' contributions come in through the collectives
 
-    class Proj(nn.Module):  # stands in for rank 0's qkv_proj: returns (output, bias) like vLLM's linear layers
-        def forward(self, x):
-            return shards[0], None
+    def all_reduce(t):
+        return t + (sum(partials[1:]) if t.shape == partials[0].shape else sum(logits[1:]))
 
-    proj = Proj()
-    recorder = QKVScoreRecorder(
-        {3: proj}, heads // ranks,
-        all_reduce=lambda t: t + sum(partials[1:]),  # the other ranks' partial sums
-        all_gather=lambda t: torch.cat([t, *local_keys[1:]], -1),
-        keep_keys=(3,),
-    )
+    requests = {"init": ScoreRequest(3, heads), "final": ScoreRequest(3, 1)}
+    recorder = QKVScoreRecorder({3: proj}, requests, heads // ranks, ranks, all_reduce,
+                                lambda t: torch.cat([t, *local_keys[1:]], -1), keep_keys=(3,))
     proj(None)
     assert recorder.scores == {}  # inactive outside recording()
     with recorder.recording():
         proj(None)
-    torch.testing.assert_close(recorder.scores[3], cls_attention(q[:, 0], k, heads), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(recorder.scores["init"], cls_attention(q[:, 0], k, heads), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(recorder.scores["final"], cls_attention(q[:, 0], k, 1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(recorder.keys[3], k[:, 1:])
     recorder.remove()
     with recorder.recording():
@@ -137,15 +163,34 @@ def test_recorder_reduces_and_gathers_across_simulated_ranks():
     assert recorder.scores == {}
 
 
-def test_unsharded_recorder_matches_hf_hooks_math():
+def test_unsharded_recorder_is_the_hf_hooks_math():
     torch.manual_seed(1)
     heads, B, T, d = 4, 2, 10, 8
     q, k, v = (torch.randn(B, T, heads * d) for _ in range(3))
     proj = nn.Identity()
-    recorder = QKVScoreRecorder({0: proj}, heads)
+    requests = {"init": ScoreRequest(0, heads), "final": ScoreRequest(0, 1, None)}
+    recorder = QKVScoreRecorder({0: proj}, requests, heads)
     with recorder.recording():
         proj(torch.cat([q, k, v], -1))
-    torch.testing.assert_close(recorder.scores[0], cls_attention(q[:, 0], k, heads))
+    assert torch.equal(recorder.scores["init"], cls_attention(q[:, 0], k, heads))
+    assert torch.equal(recorder.scores["final"], cls_attention(q[:, 0], k, 1, None))
+
+
+def test_layers_vllm_does_not_build_are_refused():
+    from transformers import AutoConfig
+
+    from hired.loading import DEMO_MODEL_DIR
+
+    model_config = AutoConfig.from_pretrained(DEMO_MODEL_DIR)  # 4 layers, features from -2: vLLM builds 3
+    assert vllm_built_layers(model_config) == 3
+    check_layers(model_config, read_config(None, {"HIRED_BUDGET": "0.2"}))
+    for env, named in (({"HIRED_BUDGET": "0.2", "HIRED_METHOD": "prumerge-fixed"}, "scores at vision layer 3"),
+                       ({"HIRED_BUDGET": "0.2", "HIRED_FINAL_LAYER": "-1"}, "scores at vision layer 3"),
+                       ({"HIRED_BUDGET": "0.2", "HIRED_INIT_LAYER": "9"}, "init_layer=9")):
+        with pytest.raises(VLLMSettingError, match=named):
+            check_layers(model_config, read_config(None, env))
+    check_layers(model_config, read_config(None, {"HIRED_BUDGET": "0.2", "HIRED_METHOD": "prumerge-fixed",
+                                                  "HIRED_FINAL_LAYER": "-2"}))
 
 
 # -- weight names ----------------------------------------------------------------------------------

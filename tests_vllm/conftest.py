@@ -107,11 +107,12 @@ def vanilla(work, prompts, converted_demo) -> dict:
 
 @pytest.fixture(scope="session")
 def plugin(work, prompts) -> dict:
-    """The plugin on the demo model as shipped: unconfigured, budget 1.0 and budget 0.2
-    (hf_overrides), three engines one after another."""
+    """The plugin on the demo model as shipped: unconfigured, budget 1.0, budget 0.2 and VisionZip
+    (a merging policy) at 0.2, all through hf_overrides, four engines one after another."""
     engines = [{"name": "unconfigured"},
                {"name": "budget-1.0", "hf_overrides": {"hired_budget": 1.0}},
-               {"name": "budget-0.2", "hf_overrides": {"hired_budget": 0.2}}]
+               {"name": "budget-0.2", "hf_overrides": {"hired_budget": 0.2}},
+               {"name": "visionzip-0.2", "hf_overrides": {"hired_budget": 0.2, "hired_method": "visionzip"}}]
     env = {k: "" for k in os.environ if k.startswith("HIRED_")}
     return run_engines(work, "plugin", str(demo_dir()), prompts, engines, plugin=True, env=env)
 
@@ -163,3 +164,10 @@ def hf_hired_02(prompts) -> list[dict]:
     import hired
 
     return hf_generate(str(demo_dir()), prompts, hired.HiREDConfig(budget=0.2, newlines="all"))
+
+
+@pytest.fixture(scope="session")
+def hf_visionzip_02(prompts) -> list[dict]:
+    import hired
+
+    return hf_generate(str(demo_dir()), prompts, hired.HiREDConfig(budget=0.2, newlines="all", method="visionzip"))

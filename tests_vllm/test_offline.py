@@ -34,26 +34,37 @@ def test_budget_1_equals_vanilla_vllm_and_hf(vanilla, plugin, hf_full, prompts):
         assert len(f["prompt_ids"]) == h["prompt_len"]
 
 
-def test_budget_02_same_answers_and_selection_as_hired_on_hf(plugin, hf_hired_02, prompts):
-    run = plugin["budget-0.2"]
+def same_answers_and_masks(run: dict, hf: list[dict], prompts: list[dict]) -> None:
     idx = scene_prompts(prompts)
     assert len(idx) >= MIN_QUESTIONS >= 50
-    same = [i for i in idx if [t for t in run["outputs"][i]["ids"] if t != 3] == hf_hired_02[i]["ids"]]
-    assert len(same) == len(idx), [prompts[i]["text"] for i in idx if i not in same]
+    differ = [prompts[i]["text"] for i in idx if [t for t in run["outputs"][i]["ids"] if t != 3] != hf[i]["ids"]]
+    assert not differ
     # the same tokens kept: the worker's keep masks (one per distinct picture: vLLM encodes a
     # picture once and caches it) are HF's, as multisets of (size, mask)
     vllm_masks = Counter((tuple(r["image_size"]), str(r["keep_mask"])) for r in run["reports"])
     hf_masks = Counter()
     seen = set()
-    for p, h in zip(prompts, hf_hired_02):
+    for p, h in zip(prompts, hf):
         if p["image"] not in seen:
             seen.add(p["image"])
             hf_masks[(tuple(h["size"]), str(h["keep_mask"]))] += 1
     assert vllm_masks == hf_masks
 
 
-@pytest.mark.parametrize("run_name, config", [("budget-0.2", hired.HiREDConfig(budget=0.2, newlines="all")),
-                                              ("budget-1.0", hired.HiREDConfig(budget=1.0, newlines="all"))])
+def test_budget_02_same_answers_and_selection_as_hired_on_hf(plugin, hf_hired_02, prompts):
+    same_answers_and_masks(plugin["budget-0.2"], hf_hired_02, prompts)
+
+
+def test_merging_policy_visionzip_02_same_as_on_hf(plugin, hf_visionzip_02, prompts):
+    """VisionZip merges the vision features before the projector, in vLLM as in transformers."""
+    same_answers_and_masks(plugin["visionzip-0.2"], hf_visionzip_02, prompts)
+
+
+@pytest.mark.parametrize("run_name, config", [
+    ("budget-0.2", hired.HiREDConfig(budget=0.2, newlines="all")),
+    ("budget-1.0", hired.HiREDConfig(budget=1.0, newlines="all")),
+    ("visionzip-0.2", hired.HiREDConfig(budget=0.2, newlines="all", method="visionzip")),
+])
 def test_prompt_image_tokens_equal_planned_tokens(plugin, hf_full, prompts, run_name, config):
     from transformers import AutoConfig
 

@@ -38,7 +38,9 @@ class HiREDConfig:
         one token), ``"all"`` (every row, like the unmodified model) or ``"none"``.
         ``None`` = ``"kept_rows"`` for exact mode, ``"none"`` for official mode (as published).
     method: the drop policy; ``"hired"`` is the paper's method.
-    seed: seed for policies that draw random numbers.
+    seed: seed (an int >= 0) for policies that draw random numbers.
+
+    Every field is type- and range-checked here: a bad value raises ConfigError at once.
     """
 
     budget: float | int = 0.2
@@ -67,10 +69,15 @@ class HiREDConfig:
                 raise ConfigError(f"{name} must be an int layer index, got {value!r}")
         if self.allocation not in ("exact", "official"):
             raise ConfigError(f"allocation must be 'exact' or 'official', got {self.allocation!r}")
+        if self.allocation == "official" and self.alpha == 1.0:
+            raise ConfigError("alpha=1 is undefined in official allocation (the published code marks no token and "
+                              "divides by zero); use alpha < 1 or allocation='exact'")
         if self.newlines not in (None, "kept_rows", "all", "none"):
             raise ConfigError(f"newlines must be 'kept_rows', 'all' or 'none', got {self.newlines!r}")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"method must be a policy name such as 'hired', got {self.method!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
 
     @property
     def is_ratio(self) -> bool:

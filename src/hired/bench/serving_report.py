@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hired.results import markdown_rows, write_result_files
 from hired.results import rich_table as results_table
-from hired.results import write_result_files
 
 COLUMNS = ["arm", "in flight", "image tok/req", "prompt tok", "req/s", "vs vanilla", "ideal", "out tok/s",
            "TTFT p50 s", "TTFT p95 s", "latency p50 s", "latency p95 s", "engine prefill ms", "prefill vs vanilla",
@@ -86,8 +86,7 @@ DEFINITIONS = [
 
 def markdown(results: dict[str, Any]) -> str:
     lines = ["# hired serve-bench", "", *[f"- {line}" for line in header_lines(results)], "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+             *markdown_rows(COLUMNS, table_rows(results))]
     lines += ["", *[f"- {d}" for d in DEFINITIONS], ""]
     return "\n".join(lines)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -52,6 +54,23 @@ def region_overlap_1d(cells: int, parts: int, start: float, stop: float, part_le
     return overlap / (hi - lo)
 
 
+def picture_region(
+    valid: Tensor | None, grid: tuple[int, int], m: int
+) -> tuple[float, float, float, float] | None:
+    """(y0, y1, x0, x1): the picture's region, in tokens, of the rows*m x cols*m canvas that the
+    sub-images tile (the whole canvas when ``valid`` [rows*cols, m*m] is None); None when no
+    sub-image token is valid."""
+    rows, cols = grid
+    if valid is None:
+        return 0.0, float(rows * m), 0.0, float(cols * m)
+    canvas = valid.reshape(rows, cols, m, m).permute(0, 2, 1, 3).reshape(rows * m, cols * m)
+    ys = torch.nonzero(canvas.any(1)).flatten()
+    xs = torch.nonzero(canvas.any(0)).flatten()
+    if ys.numel() == 0:
+        return None
+    return float(ys[0]), float(ys[-1] + 1), float(xs[0]), float(xs[-1] + 1)
+
+
 def subimage_content(init_scores: Tensor, grid: tuple[int, int], valid: Tensor | None = None) -> Tensor:
     """Visual content of each sub-image: the full view's early-layer CLS attention that falls
     inside each sub-image's region of the picture.
@@ -67,17 +86,11 @@ def subimage_content(init_scores: Tensor, grid: tuple[int, int], valid: Tensor |
     if g * g != n:
         raise ValueError(f"full-view tokens must form a square grid, got {n}")
     scores = init_scores.double().reshape(g, g)
-    if valid is None:
-        m = g
-        y0, y1, x0, x1 = 0.0, float(rows * m), 0.0, float(cols * m)
-    else:
-        m = int(round(valid.shape[-1] ** 0.5))
-        canvas = valid.reshape(rows, cols, m, m).permute(0, 2, 1, 3).reshape(rows * m, cols * m)
-        ys = torch.nonzero(canvas.any(1)).flatten()
-        xs = torch.nonzero(canvas.any(0)).flatten()
-        if ys.numel() == 0:
-            raise ValueError("valid marks no token of any sub-image")
-        y0, y1, x0, x1 = float(ys[0]), float(ys[-1] + 1), float(xs[0]), float(xs[-1] + 1)
+    m = g if valid is None else int(round(valid.shape[-1] ** 0.5))
+    region = picture_region(valid, grid, m)
+    if region is None:  # unpadding leaves no sub-image token (an extreme aspect ratio): nothing to share
+        return torch.zeros(rows * cols, dtype=torch.float64)
+    y0, y1, x0, x1 = region
     over_y = region_overlap_1d(g, rows, y0, y1, m)  # [g, rows]
     over_x = region_overlap_1d(g, cols, x0, x1, m)  # [g, cols]
     return (over_y.T @ scores @ over_x).flatten()
@@ -91,15 +104,21 @@ def exact_budgets(
 ) -> Tensor:
     """Per-partition budgets (full view first) that sum exactly to ``min(budget, capacity)``.
 
-    The full view's share is ``alpha``; the sub-images share ``1 - alpha`` in proportion to
-    ``content`` ([P-1]); ``capacity`` ([P]) caps each partition at its valid tokens.
+    The full view gets ``round(alpha * budget)`` tokens; the sub-images share the rest in
+    proportion to ``content`` ([P-1]); ``capacity`` ([P]) caps each partition at its valid tokens.
+    A sub-image's overflow goes to the other sub-images first (by content), and only what no
+    sub-image can hold goes to the full view (and the full view's overflow to the sub-images), so
+    ``alpha`` stays the full view's share whenever the partitions can hold it.
     """
+    capacity = capacity.long()
+    budget = min(int(budget), int(capacity.sum()))
+    sub_capacity = int(capacity[1:].sum())
+    full = min(max(math.floor(alpha * budget + 0.5), budget - sub_capacity), int(capacity[0]))
     content = content.double().clamp_min(0)
     if content.numel() and content.sum() <= 0:  # no signal: share by area
         content = capacity[1:].double()
-    sub_share = content / content.sum() if content.numel() else content
-    weights = torch.cat([torch.tensor([float(alpha)], dtype=torch.float64), (1.0 - alpha) * sub_share])
-    return apportion(weights, capacity, budget)
+    subs = apportion(content, capacity[1:], budget - full)
+    return torch.cat([torch.tensor([full], dtype=torch.long), subs])
 
 
 def official_budgets(total: int, alpha: float, init_scores: Tensor, num_subimages: int, tokens: int) -> Tensor:

@@ -13,8 +13,6 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from hired.core.merging import apply_merge_weights
-
 NEWLINE = -1  # a position that holds an image-newline token, not a partition token
 NewlinePolicy = Literal["kept_rows", "all", "none"]
 
@@ -63,30 +61,24 @@ class ImageLayout:
     def sequence_mask(self, keep: Tensor, newlines: NewlinePolicy) -> Tensor:
         """[L] mask over the packed sequence: kept tokens plus the newlines the policy asks for
         ("all": every row's, as the unmodified model; "none"; "kept_rows": the newline of each
-        sub-image row that keeps at least one token)."""
+        sub-image row that keeps at least one token, and of each row that unpadding left without
+        tokens, which the unmodified model also has)."""
         is_newline = self.is_newline
         kept_token = keep.flatten()[self.positions.clamp_min(0)] & ~is_newline
         if newlines == "none" or not bool(is_newline.any()):
             return kept_token
         if newlines == "all":
             return kept_token | is_newline
-        row_token = kept_token & (self.positions >= self.tokens) if self.partitions > 1 else kept_token
+        sub_token = ~is_newline & (self.positions >= self.tokens) if self.partitions > 1 else ~is_newline
         segment = torch.cumsum(is_newline.long(), 0) - is_newline.long()  # a newline closes its row
-        row_kept = torch.zeros(int(segment[-1]) + 1, dtype=torch.long).index_add_(0, segment, row_token.long()) > 0
-        return kept_token | (is_newline & row_kept[segment])
+        rows = int(segment[-1]) + 1
 
-    def merged(self, packed: Tensor, keep: Tensor, weights: Tensor) -> Tensor:
-        """Packed features [L, D] with each kept token replaced by its merge of its partition's
-        tokens (``weights`` [P, N, N], see :func:`hired.core.merging.apply_merge_weights`)."""
-        device = packed.device
-        is_token = ~self.is_newline.to(device)
-        token_index = self.positions.to(device)[is_token]
-        grid = packed.new_zeros(self.total, packed.shape[-1])
-        grid[token_index] = packed[is_token]
-        grid = apply_merge_weights(grid.view(self.partitions, self.tokens, -1), keep.to(device), weights.to(device))
-        out = packed.clone()
-        out[is_token] = grid.view(self.total, -1)[token_index]
-        return out
+        def per_row(mask: Tensor) -> Tensor:
+            return torch.zeros(rows, dtype=torch.long).index_add_(0, segment, mask.long()) > 0
+
+        # A row that unpadding emptied (extreme aspect ratios) keeps its newline, as the unmodified model.
+        row_kept = per_row(kept_token & sub_token) | ~per_row(sub_token)
+        return kept_token | (is_newline & row_kept[segment])
 
 
 def single_view_layout(tokens: int) -> ImageLayout:

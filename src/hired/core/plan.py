@@ -14,6 +14,7 @@ from torch import Tensor
 
 from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
+from hired.core.merging import apply_merge_weights
 from hired.core.report import ImageReport
 from hired.core.view import ImageView, Selection
 from hired.errors import HiREDError
@@ -35,27 +36,32 @@ class ImagePlan:
         return int(self.in_sequence.sum())
 
 
-def plan_image(
+def select(
     layout: ImageLayout,
     final_scores: Tensor,
     init_scores: Tensor,
     policy: Policy,
     config: HiREDConfig,
-    image_size: tuple[int, int],
     keys: Tensor | None = None,
+    key_heads: int = 1,
+) -> Selection:
+    """Run ``policy`` on one image's scores ([P, N] each, HiRED's partition order)."""
+    view = ImageView(final_scores, init_scores, layout.grid, layout.valid, config.budget_tokens(layout.total), keys,
+                     key_heads)
+    return policy(view, config)
+
+
+def plan_image(
+    layout: ImageLayout, selection: Selection, config: HiREDConfig, image_size: tuple[int, int]
 ) -> ImagePlan:
-    """Run ``policy`` on one image's scores ([P, N] each, HiRED's partition order) and map its
-    keep mask onto the model's packed sequence."""
+    """Map a policy's keep mask onto the model's packed sequence, with the configured newlines."""
     valid = layout.valid
-    budget = config.budget_tokens(layout.total)
-    view = ImageView(final_scores, init_scores, layout.grid, valid, budget, keys)
-    selection = policy(view, config)
     keep = selection.keep & valid
     in_sequence = layout.sequence_mask(keep, config.newline_policy)
     report = ImageReport(
-        image_size=tuple(int(v) for v in image_size),
+        image_size=(int(image_size[0]), int(image_size[1])),
         grid=layout.grid,
-        budget=budget,
+        budget=config.budget_tokens(layout.total),
         partition_budgets=selection.budgets.tolist(),
         keep_mask=selection.keep,
         valid=valid,
@@ -65,35 +71,40 @@ def plan_image(
     return ImagePlan(selection, keep, in_sequence, report)
 
 
-def kept_features(packed: Tensor, layout: ImageLayout, plan: ImagePlan) -> Tensor:
-    """The image's packed features [L, D] cut to the plan (merged first where the policy merges)."""
-    if plan.selection.merge_weights is not None:
-        packed = layout.merged(packed, plan.keep, plan.selection.merge_weights)
+def merge_partitions(features: Tensor, selection: Selection, layout: ImageLayout) -> Tensor:
+    """One image's per-partition features [P, N, D] with each kept token replaced by its merge
+    (the policy's weights); unchanged when the policy does not merge."""
+    if selection.merge_weights is None:
+        return features
+    keep = (selection.keep & layout.valid).to(features.device)
+    return apply_merge_weights(features, keep, selection.merge_weights.to(features.device))
+
+
+def kept_features(packed: Tensor, plan: ImagePlan) -> Tensor:
+    """The image's packed features [L, D] (layout order) cut to the plan."""
     return packed[plan.in_sequence.to(packed.device)]
 
 
 def keep_image_tokens(
     layout: ImageLayout,
     packed: Tensor,
-    final_scores: Tensor,
-    init_scores: Tensor,
-    policy: Policy,
+    selection: Selection,
     config: HiREDConfig,
     image_size: tuple[int, int],
-    keys: Tensor | None,
     count_known: bool,
 ) -> tuple[Tensor, ImageReport]:
-    """One image, as every backend runs it: plan, check the plan against :func:`planned_tokens`
-    (the count a serving engine sized its placeholders with), cut the packed features [L, D].
-    Returns the kept features (newlines included) and the image's report."""
-    plan = plan_image(layout, final_scores, init_scores, policy, config, image_size, keys)
+    """One image's last step, as every backend runs it: the plan of ``selection``, checked against
+    :func:`planned_tokens` (the count a serving engine sized its placeholders with), and the packed
+    features [L, D] (merges already applied) cut to it. Returns the kept features (newlines
+    included) and the image's report."""
+    plan = plan_image(layout, selection, config, image_size)
     planned = planned_tokens(layout, config, count_known)
     if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
         raise HiREDError(
             f"internal error: planned {planned} image tokens for a {image_size[0]}x{image_size[1]} image but the "
             f"plan gives {plan.llm_tokens} ({config.method}); please report it"
         )
-    return kept_features(packed, layout, plan), plan.report
+    return kept_features(packed, plan), plan.report
 
 
 def planned_tokens(layout: ImageLayout, config: HiREDConfig, count_known: bool) -> int | None:

@@ -7,18 +7,35 @@ of the attention matrix, never the N x N matrix, and the model's attention kerne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
 from torch import Tensor
 
 
-def cls_attention(q_cls: Tensor, keys: Tensor, num_heads: int) -> Tensor:
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One CLS-attention row to record: at encoder layer ``layer``, over ``heads`` heads (1 = the
+    full width as one head), in ``dtype`` (None = the model's own dtype)."""
+
+    layer: int
+    heads: int
+    dtype: torch.dtype | None = torch.float32
+
+
+def cls_attention(q_cls: Tensor, keys: Tensor, num_heads: int, dtype: torch.dtype | None = torch.float32) -> Tensor:
     """CLS row of softmax attention, summed over heads, CLS column dropped.
 
     q_cls: [B, D] projected CLS query; keys: [B, T, D] projected keys (CLS first).
+    num_heads: 1 treats the full width as one head (scale D^-0.5), as PruMerge's reference does.
+    dtype: the arithmetic's dtype; ``None`` keeps the inputs' (the model's) dtype, as the
+    published HiRED code does (official mode), float32 by default.
     Returns [B, T - 1] attention of the CLS token to each patch token.
     """
     B, T, D = keys.shape
     d = D // num_heads
-    q = q_cls.float().reshape(B, num_heads, 1, d)
-    k = keys.float().reshape(B, T, num_heads, d).transpose(1, 2)  # [B, H, T, d]
+    dtype = dtype or keys.dtype
+    q = q_cls.to(dtype).reshape(B, num_heads, 1, d)
+    k = keys.to(dtype).reshape(B, T, num_heads, d).transpose(1, 2)  # [B, H, T, d]
     logits = (q @ k.transpose(-1, -2)).squeeze(-2) * d**-0.5  # [B, H, T]
     return logits.softmax(-1)[..., 1:].sum(1)

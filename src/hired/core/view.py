@@ -18,7 +18,8 @@ class ImageView:
     grid: tuple[int, int]  # (rows, cols) of sub-images; (1, 1) with P == 1 for single-view models
     valid: Tensor  # [P, N] tokens that survive the model's unpadding
     budget: int  # tokens to keep for this image
-    keys: Tensor | None = None  # [P, N, d] final-layer keys, for policies that merge
+    keys: Tensor | None = None  # [P, N, D] final-layer keys, for policies that merge
+    key_heads: int = 1  # attention heads the keys' width D splits into (D = key_heads x head_dim)
 
     @property
     def partitions(self) -> int:

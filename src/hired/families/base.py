@@ -11,13 +11,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
 from hired.core.plan import planned_tokens
+from hired.core.scoring import ScoreRequest
 from hired.errors import ConfigError, ImageTokenMismatchError, UnsupportedModelError
-from hired.policies.registry import is_count_known
+from hired.policies.registry import is_count_known, scoring_of
 
 
 class Family:
@@ -60,7 +62,8 @@ class Family:
 
     def scoring_layers(self, model_config: Any, config: HiREDConfig) -> tuple[int, int]:
         """(init, final) encoder-layer indices, 0-based: phase 1's early layer and the layer whose
-        CLS attention ranks tokens (by default the one producing the model's features)."""
+        CLS attention ranks tokens (by default the one producing the model's features, or the
+        encoder's last layer for policies whose reference scores there)."""
         count = self.vision_layer_count(model_config)
 
         def index(value: int, name: str) -> int:
@@ -71,11 +74,23 @@ class Family:
         init = index(config.init_layer, "init_layer")
         if config.final_layer is not None:
             return init, index(config.final_layer, "final_layer")
+        if scoring_of(config.method).layer == "last":  # e.g. PruMerge's reference: the encoder's last layer
+            return init, count - 1
         hidden = self.feature_layer(model_config)
         final = count + hidden if hidden < 0 else hidden - 1  # the layer whose output is hidden_states[hidden]
         if not 0 <= final < count:
             raise ConfigError(f"vision_feature_layer={hidden} has no attention layer to score with")
         return init, final
+
+    def score_requests(self, model_config: Any, config: HiREDConfig) -> dict[str, ScoreRequest]:
+        """The two CLS-attention rows a backend records: "init" (phase 1) and "final" (ranking),
+        with the policy's heads (one full-width head where it asks) and dtype (the model's own in
+        official mode, as the published code; float32 otherwise)."""
+        init, final = self.scoring_layers(model_config, config)
+        heads = self.num_heads(model_config)
+        dtype = None if config.allocation == "official" else torch.float32
+        return {"init": ScoreRequest(init, heads, dtype),
+                "final": ScoreRequest(final, 1 if scoring_of(config.method).single_head else heads, dtype)}
 
     # -- transformers models ------------------------------------------------------------------
     def check_model(self, model: nn.Module) -> None:
@@ -100,6 +115,11 @@ class Family:
                 f"vision tower {type(tower).__name__} has no CLS token; hired needs a CLIP-style ViT"
             )
         return layers
+
+    def projector(self, model: nn.Module) -> nn.Module:
+        """The module that maps vision features [crops, N, D_vision] to the language model's width;
+        merging policies merge its input, as their reference code merges CLIP hidden states."""
+        return model.model.multi_modal_projector
 
     def image_sizes(self, pixel_values: Tensor, image_sizes: Tensor | None) -> list[tuple[int, int]]:
         """(height, width) of each image of a batch."""

@@ -107,9 +107,10 @@ def cosine_similarity(keys: Tensor) -> Tensor:
 
 
 def knn_merge_weights(keys: Tensor, keep: Tensor, valid: Tensor, scores: Tensor, k: int) -> Tensor:
-    """[P, N, N] convex merge weights: each kept token absorbs its ``k`` most key-similar valid
-    tokens (cosine similarity, itself excluded) with weights proportional to their attention
-    scores, itself included; rows of dropped tokens are zero.
+    """[P, N, N] PruMerge's merge weights: each kept token i becomes
+    ``x_i + sum_j a_j x_j`` over its ``k`` most key-similar valid tokens j (cosine similarity,
+    itself excluded, kept or not), ``a_j`` their CLS attention, unnormalised, as the reference
+    code adds them; rows of dropped tokens are zero.
 
     keys: [P, N, d]; keep, valid: [P, N] bool; scores: [P, N] CLS attention (non-negative).
     """
@@ -120,16 +121,15 @@ def knn_merge_weights(keys: Tensor, keep: Tensor, valid: Tensor, scores: Tensor,
     eye = torch.eye(N, dtype=torch.bool, device=device)
     sim = sim.masked_fill(~valid_d[:, None, :] | eye, float("-inf"))
     k = max(0, min(int(k), N - 1))
-    attention = scores.to(device).float().clamp_min(0) + 1e-12  # never an all-zero row
+    attention = scores.to(device).float().clamp_min(0)
     weights = torch.zeros(P, N, N, device=device)
     if k:
         top = sim.topk(k, dim=-1)
         neighbor = torch.isfinite(top.values)  # fewer than k valid neighbours: skip the rest
         values = attention.gather(1, top.indices.flatten(1)).view(P, N, k) * neighbor
         weights.scatter_(-1, top.indices, values)
-    weights[:, eye] = attention
-    weights *= keep_d[:, :, None].float()
-    return weights / weights.sum(-1, keepdim=True).clamp_min(1e-30)
+    weights[:, eye] += 1.0  # the token itself, weight 1
+    return weights * keep_d[:, :, None].float()
 
 
 def identity_weights(keep: Tensor, device: torch.device | None = None) -> Tensor:

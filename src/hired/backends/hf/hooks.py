@@ -13,17 +13,19 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from hired.core.scoring import cls_attention
+from hired.core.scoring import ScoreRequest, cls_attention
 
 
 class CLSAttentionRecorder:
-    """Records, for each requested layer, the CLS attention [B, T-1] of its last forward."""
+    """Records, for each named request, the CLS attention [B, T-1] of its layer's last forward,
+    and the keys [B, T-1, D] of the layers in ``keep_keys``."""
 
-    def __init__(self, attention_modules: dict[int, nn.Module], num_heads: int, keep_keys: Sequence[int] = ()):
+    def __init__(self, attention_modules: dict[int, nn.Module], requests: dict[str, ScoreRequest],
+                 keep_keys: Sequence[int] = ()):
         self.attention_modules = attention_modules
-        self.num_heads = num_heads
+        self.requests = requests
         self.keep_keys = set(keep_keys)
-        self.scores: dict[int, Tensor] = {}
+        self.scores: dict[str, Tensor] = {}
         self.keys: dict[int, Tensor] = {}
         self._pending: dict[int, dict[str, Tensor]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -34,7 +36,9 @@ class CLSAttentionRecorder:
             pending[kind] = output[:, 0].detach() if kind == "q" else output.detach()
             if len(pending) == 2:  # both projections seen, whatever their order
                 del self._pending[layer]
-                self.scores[layer] = cls_attention(pending["q"], pending["k"], self.num_heads)
+                for name, request in self.requests.items():
+                    if request.layer == layer:
+                        self.scores[name] = cls_attention(pending["q"], pending["k"], request.heads, request.dtype)
                 if layer in self.keep_keys:
                     self.keys[layer] = pending["k"][:, 1:]
 
@@ -54,10 +58,10 @@ class CLSAttentionRecorder:
 
 @contextmanager
 def record_cls_attention(
-    attention_modules: dict[int, nn.Module], num_heads: int, keep_keys: Sequence[int] = ()
+    attention_modules: dict[int, nn.Module], requests: dict[str, ScoreRequest], keep_keys: Sequence[int] = ()
 ) -> Iterator[CLSAttentionRecorder]:
     """Context manager: hooks attached on entry, always removed on exit (also on errors)."""
-    recorder = CLSAttentionRecorder(attention_modules, num_heads, keep_keys)
+    recorder = CLSAttentionRecorder(attention_modules, requests, keep_keys)
     recorder.attach()
     try:
         yield recorder

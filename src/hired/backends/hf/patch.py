@@ -11,6 +11,7 @@ own merge of text and image embeddings, its attention kernels and its cache are 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,9 +24,10 @@ from hired.backends.hf.hooks import record_cls_attention
 from hired.backends.hf.prompt import shrink_prompt
 from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
-from hired.core.plan import keep_image_tokens
+from hired.core.plan import keep_image_tokens, merge_partitions, select
 from hired.core.report import HiREDReport, ImageReport
-from hired.errors import HiREDError
+from hired.core.view import Selection
+from hired.errors import InputError
 from hired.families import family_for_model
 from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known
 
@@ -36,15 +38,13 @@ ENCODER_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy")
 
 @dataclass
 class EncodedBatch:
-    """A batch through the vision encoder: per image its size, layout, packed features and
-    scores ([P, N], HiRED's partition order)."""
+    """A batch through the vision encoder: per image its size, layout, packed features (layout
+    order, merges already applied) and the policy's selection."""
 
     sizes: list[tuple[int, int]]
     layouts: list[ImageLayout]
     packed: list[Tensor]
-    final: list[Tensor]
-    init: list[Tensor]
-    keys: list[Tensor | None]
+    selections: list[Selection]
 
 
 class HFPatch:
@@ -58,36 +58,59 @@ class HFPatch:
         self.family.check_model(model)
         self.layers = self.family.vision_layers(model)
         self.num_heads = self.family.num_heads(model.config)
-        self.init_layer, self.final_layer = self.family.scoring_layers(model.config, config)
+        self.requests = self.family.score_requests(model.config, config)
+        self.init_layer, self.final_layer = self.requests["init"].layer, self.requests["final"].layer
+        self.merges = config.method in NEEDS_KEYS
         self.count_known = is_count_known(config)
 
     # -- one batch of images -------------------------------------------------------------------
-    def scoring_hooks(self):
-        attention = {i: self.layers[i].self_attn for i in {self.init_layer, self.final_layer}}
-        keep_keys = [self.final_layer] if self.config.method in NEEDS_KEYS else []
-        return record_cls_attention(attention, self.num_heads, keep_keys)
-
     def run_encoder(self, pixel_values: Tensor, image_sizes: Tensor | None, **kwargs: Any) -> EncodedBatch:
-        """The model's own image encoding (ViT + projector + packing), with the scoring hooks on."""
+        """The model's own image encoding (ViT + projector + packing) with the scoring hooks on.
+        Policies select as soon as the scores exist; merging policies merge the vision features
+        before the projector (as their reference code does), through a hook on its input."""
         sizes = self.family.image_sizes(pixel_values, image_sizes)
         layouts = [self.family.layout(self.model.config, size) for size in sizes]
-        with self.scoring_hooks() as scores:
-            packed = self.family.image_features(self.model, pixel_values, image_sizes, **kwargs)
-        counts = [layout.partitions for layout in layouts]
-        keys = scores.keys.get(self.final_layer)
-        return EncodedBatch(
-            sizes, layouts, packed,
-            scores.scores[self.final_layer].cpu().split(counts),
-            scores.scores[self.init_layer].cpu().split(counts),
-            keys.split(counts) if keys is not None else [None] * len(counts),
-        )
+        selections: list[Selection] = []
+        attention = {layer: self.layers[layer].self_attn for layer in {self.init_layer, self.final_layer}}
+        keep_keys = [self.final_layer] if self.merges else []
+
+        def select_all(recorder: Any) -> None:
+            counts = [layout.partitions for layout in layouts]
+            final = recorder.scores["final"].cpu().split(counts)
+            init = recorder.scores["init"].cpu().split(counts)
+            keys = recorder.keys[self.final_layer].split(counts) if self.merges else [None] * len(counts)
+            heads = 1 if self.requests["final"].heads == 1 else self.num_heads
+            selections.extend(
+                select(layout, final[i], init[i], self.policy, self.config, keys[i], heads)
+                for i, layout in enumerate(layouts)
+            )
+
+        def merge_before_projector(_module: nn.Module, args: tuple) -> tuple:
+            select_all(recorder)
+            features = args[0]  # [crops, N, D_vision], crops in the layouts' partition order
+            rows = list(features.split([layout.partitions for layout in layouts]))
+            merged = [merge_partitions(r, sel, lay) for r, sel, lay in zip(rows, selections, layouts)]
+            return (torch.cat(merged), *args[1:])
+
+        with record_cls_attention(attention, self.requests, keep_keys) as recorder:
+            handle = (
+                self.family.projector(self.model).register_forward_pre_hook(merge_before_projector)
+                if self.merges else None
+            )
+            try:
+                packed = self.family.image_features(self.model, pixel_values, image_sizes, **kwargs)
+            finally:
+                if handle is not None:
+                    handle.remove()
+        if not self.merges:
+            select_all(recorder)
+        return EncodedBatch(sizes, layouts, packed, selections)
 
     def plan_images(self, batch: EncodedBatch) -> tuple[list[Tensor], list[ImageReport]]:
         """Each image's plan: kept features (newlines included) and its report."""
         features, reports = [], []
-        for i, (size, layout) in enumerate(zip(batch.sizes, batch.layouts)):
-            kept, report = keep_image_tokens(layout, batch.packed[i], batch.final[i], batch.init[i], self.policy,
-                                             self.config, size, batch.keys[i], self.count_known)
+        for size, layout, packed, selection in zip(batch.sizes, batch.layouts, batch.packed, batch.selections):
+            kept, report = keep_image_tokens(layout, packed, selection, self.config, size, self.count_known)
             features.append(kept)
             reports.append(report)
         return features, reports
@@ -102,11 +125,15 @@ class HFPatch:
     def prepare(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode images, keep the budget, shorten the prompt: kwargs for the original call."""
         if kwargs.get("input_ids") is None:
-            raise HiREDError("hired needs input_ids to find the image placeholders; pass input_ids, not inputs_embeds")
+            raise InputError("hired needs input_ids to find the image placeholders; pass input_ids, not inputs_embeds")
         if kwargs.get("position_ids") is not None:
-            raise HiREDError("position_ids cannot be combined with token dropping; leave them out")
+            raise InputError("position_ids cannot be combined with token dropping; leave them out")
         kwargs = dict(kwargs)
         pixel_values = kwargs.pop("pixel_values")
+        if not isinstance(pixel_values, Tensor):
+            raise InputError(f"pixel_values must be a tensor, got {type(pixel_values).__name__}")
+        if pixel_values.is_floating_point() and not bool(torch.isfinite(pixel_values).all()):
+            raise InputError("pixel_values hold NaN or infinite values; no token can be ranked by them")
         image_sizes = kwargs.pop("image_sizes", None)
         encoder_kwargs = {key: kwargs.pop(key) for key in ENCODER_OPTIONS if kwargs.get(key) is not None}
         features, reports = self.encode_images(pixel_values, image_sizes, **encoder_kwargs)
@@ -138,32 +165,54 @@ class HFPatch:
     def wrap_forward(self, original: Callable) -> Callable:
         @functools.wraps(original)
         def forward(*args: Any, **kwargs: Any):
-            if args:
-                kwargs["input_ids"], args = args[0], args[1:]
+            kwargs = named_arguments(original, args, kwargs)
             if kwargs.get("pixel_values") is None:
-                return original(*args, **kwargs)
-            return original(*args, **self.prepare(kwargs))
+                return original(**kwargs)
+            return original(**self.prepare(kwargs))
 
         return forward
 
     def wrap_generate(self, original: Callable) -> Callable:
         @functools.wraps(original)
         def generate(*args: Any, **kwargs: Any):
-            if args:
-                kwargs["input_ids"], args = args[0], args[1:]
+            kwargs = named_arguments(original, args, kwargs)
             if kwargs.get("inputs") is not None:
                 kwargs["input_ids"] = kwargs.pop("inputs")
             if kwargs.get("pixel_values") is None:
                 self.model.hired_report = None
-                return original(*args, **kwargs)
-            prompt = kwargs["input_ids"]
+                return original(**kwargs)
             with torch.no_grad():
                 prepared = self.prepare(kwargs)
             short_len = prepared["input_ids"].shape[1]
-            out = original(*args, **prepared)
-            return restore_prompt(out, prompt, short_len)
+            out = original(**prepared)
+            return restore_prompt(out, kwargs["input_ids"], short_len)
 
         return generate
+
+
+def named_arguments(original: Callable, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by name, positional ones mapped by ``original``'s own signature (as the
+    unpatched model takes ``model(input_ids, pixel_values, image_sizes)``); InputError where the
+    unpatched model would refuse them too."""
+    if not args:
+        return dict(kwargs)
+    signature = inspect.signature(original)
+    try:
+        bound = signature.bind_partial(*args, **kwargs)
+    except TypeError as error:
+        raise InputError(f"{getattr(original, '__name__', 'the call')}: {error}") from None
+    named: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                raise InputError(f"{getattr(original, '__name__', 'the call')} got {len(value)} extra positional "
+                                 f"arguments that hired cannot name; pass them by keyword")
+        else:
+            named[name] = value
+    return named
 
 
 def restore_prompt(output: Any, prompt: Tensor, short_len: int) -> Any:

@@ -52,7 +52,7 @@ class HiREDMixin:
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.hired = HiREDRunner.build(self.config, self.vision_tower)
+        self.hired = HiREDRunner.build(self.config, self.vision_tower, self.multi_modal_projector)
         logger.info("%s (%s)", describe(self.hired.config if self.hired else None), self.family_label)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
@@ -75,10 +75,9 @@ class HiREDLlavaNextForConditionalGeneration(HiREDMixin, LlavaNextForConditional
         if self.hired is None or isinstance(image_input, LlavaNextImageEmbeddingInputs):
             return super()._process_image_input(image_input)
         crops = _crops(image_input["pixel_values"])
-        with self.hired.recorder.recording():
-            packed = super()._process_image_input(image_input)
-            sizes = image_sizes_of(image_input.get("image_sizes"), len(crops), self.config.vision_config.image_size)
-            return self.hired.keep(packed, sizes, crops)
+        sizes = image_sizes_of(image_input.get("image_sizes"), len(crops), self.config.vision_config.image_size)
+        encode = super()._process_image_input
+        return self.hired.run(lambda: encode(image_input), sizes, crops)
 
 
 @MULTIMODAL_REGISTRY.register_processor(
@@ -93,7 +92,6 @@ class HiREDLlavaForConditionalGeneration(HiREDMixin, LlavaForConditionalGenerati
         if self.hired is None or isinstance(image_input, LlavaImageEmbeddingInputs):
             return super()._process_image_input(image_input)
         count = len(image_input["pixel_values"])
-        with self.hired.recorder.recording():
-            features = super()._process_image_input(image_input)
-            size = self.config.vision_config.image_size  # one crop; the layout does not depend on the size
-            return self.hired.keep(list(features), [(size, size)] * count, [1] * count)
+        size = self.config.vision_config.image_size  # one crop; the layout does not depend on the size
+        encode = super()._process_image_input
+        return self.hired.run(lambda: list(encode(image_input)), [(size, size)] * count, [1] * count)

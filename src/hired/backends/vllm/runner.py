@@ -1,7 +1,9 @@
 """HiRED for one vLLM model instance (runs in each worker): scores from the vision tower's qkv
-hooks, then the same per-image plan as the transformers backend
-(:func:`hired.core.plan.keep_image_tokens`: policy, keep mask, newline layout, merge, and the
-check against :func:`hired.planned_tokens`, which the front end used to size the prompt).
+hooks, then the same steps as the transformers backend: the policy's selection
+(:func:`hired.core.plan.select`), merging policies' merge of the vision features before the
+projector (:func:`hired.core.plan.merge_partitions`, through a hook on vLLM's projector), and
+the plan, checked against :func:`hired.planned_tokens` (which the front end used to size the
+prompt), cutting each image's packed features (:func:`hired.core.plan.keep_image_tokens`).
 
 Imports vLLM only inside :meth:`HiREDRunner.build` (for the tensor-parallel collectives).
 """
@@ -9,17 +11,19 @@ Imports vLLM only inside :meth:`HiREDRunner.build` (for the tensor-parallel coll
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from hired.backends.vllm.scoring import QKVScoreRecorder
-from hired.backends.vllm.settings import VLLMSettingError, read_config
+from hired.backends.vllm.settings import VLLMSettingError, check_layers, read_config
 from hired.config import HiREDConfig
-from hired.core.plan import keep_image_tokens
+from hired.core.layout import ImageLayout
+from hired.core.plan import keep_image_tokens, merge_partitions, select
 from hired.core.report import ImageReport
+from hired.core.view import Selection
 from hired.families import Family, family_for_config
 from hired.policies import NEEDS_KEYS, get_policy, is_count_known
 
@@ -40,38 +44,40 @@ def clip_layers(vision_tower: nn.Module) -> nn.ModuleList:
 
 
 class HiREDRunner:
-    """Config, policy, scoring hooks and the per-batch keep step of one model instance."""
+    """Config, policy, scoring hooks, merge hook and the per-batch steps of one model instance."""
 
     def __init__(self, hf_config: Any, config: HiREDConfig, family: Family, recorder: QKVScoreRecorder,
-                 init_layer: int, final_layer: int):
+                 projector: nn.Module):
         self.hf_config = hf_config
         self.config = config
         self.family = family
         self.policy = get_policy(config.method)
         self.count_known = is_count_known(config)
         self.recorder = recorder
-        self.init_layer, self.final_layer = init_layer, final_layer
+        self.requests = recorder.requests
+        self.merges = config.method in NEEDS_KEYS
+        self.key_heads = 1 if self.requests["final"].heads == 1 else family.num_heads(hf_config)
         self.reports: deque[ImageReport] = deque(maxlen=REPORTS_KEPT)
+        self._batch: tuple[list[ImageLayout], list[int]] | None = None
+        self._selections: list[Selection] | None = None
+        if self.merges:
+            projector.register_forward_pre_hook(self._merge_before_projector)
 
     @classmethod
-    def build(cls, hf_config: Any, vision_tower: nn.Module) -> HiREDRunner | None:
-        """``None`` when HiRED is not configured; else hooks on the two scoring layers."""
+    def build(cls, hf_config: Any, vision_tower: nn.Module, projector: nn.Module) -> HiREDRunner | None:
+        """``None`` when HiRED is not configured; else hooks on the scoring layers (and, for
+        merging policies, on the projector's input)."""
         config = read_config(hf_config)
         if config is None:
             return None
         family = family_for_config(hf_config)
-        if hf_config.vision_feature_select_strategy != "default":
-            raise VLLMSettingError(f"hired: vision_feature_select_strategy="
-                                   f"{hf_config.vision_feature_select_strategy!r} is not supported; hired needs "
-                                   f"'default' (CLS dropped)")
         layers = clip_layers(vision_tower)
-        init, final = family.scoring_layers(hf_config, config)
-        if max(init, final) >= len(layers):
-            raise VLLMSettingError(f"hired: scoring layers ({init}, {final}) but vLLM builds only the first "
-                                   f"{len(layers)} vision layers (up to the feature layer)")
-        attn = layers[final].self_attn
+        requests = family.score_requests(hf_config, config)
+        check_layers(hf_config, config, len(layers))
+        attn = layers[requests["final"].layer].self_attn
+        tp_size = getattr(attn, "tp_size", 1)
         all_reduce = all_gather = None
-        if getattr(attn, "tp_size", 1) > 1:  # heads sharded over the tensor-parallel group
+        if tp_size > 1:  # heads sharded over the tensor-parallel group
             from vllm.distributed import tensor_model_parallel_all_gather, tensor_model_parallel_all_reduce
 
             all_reduce = tensor_model_parallel_all_reduce
@@ -79,32 +85,61 @@ class HiREDRunner:
             def all_gather(t: Tensor) -> Tensor:
                 return tensor_model_parallel_all_gather(t, dim=-1)
 
+        final = requests["final"].layer
         keep_keys = (final,) if config.method in NEEDS_KEYS else ()
-        recorder = QKVScoreRecorder({i: layers[i].self_attn.qkv_proj for i in {init, final}},
-                                    attn.num_heads_per_partition, all_reduce, all_gather, keep_keys)
-        return cls(hf_config, config, family, recorder, init, final)
+        recorder = QKVScoreRecorder({r.layer: layers[r.layer].self_attn.qkv_proj for r in requests.values()},
+                                    requests, attn.num_heads_per_partition, tp_size, all_reduce, all_gather,
+                                    keep_keys)
+        return cls(hf_config, config, family, recorder, projector)
 
-    def keep(self, packed: Sequence[Tensor], sizes: Sequence[tuple[int, int]], crops: Sequence[int]) -> list[Tensor]:
-        """Each image's kept features, from its packed features ``[L_i, D]`` and the scores the
-        recorder captured for the crops it ran (``crops[i]`` rows per image, in order; rows beyond
-        the image's partitions are batch padding)."""
+    def select_all(self) -> list[Selection]:
+        """Each image's selection from the recorded scores (``crops`` rows per image; rows beyond
+        its partitions are batch padding)."""
+        if self._selections is not None:
+            return self._selections
         scores = self.recorder.scores
-        if self.final_layer not in scores or self.init_layer not in scores:
+        if "final" not in scores or "init" not in scores:
             raise VLLMSettingError("hired: the vision tower ran without the scoring hooks firing (is the ViT "
                                    "compiled? HiRED needs compile_mm_encoder off, vLLM's default)")
-        final = scores[self.final_layer].float().cpu().split(list(crops))
-        init = scores[self.init_layer].float().cpu().split(list(crops))
-        keys = self.recorder.keys.get(self.final_layer)
-        keys = keys.split(list(crops)) if keys is not None else [None] * len(crops)
+        layouts, crops = self._batch
+        final = scores["final"].cpu().split(crops)
+        init = scores["init"].cpu().split(crops)
+        keys = self.recorder.keys.get(self.requests["final"].layer)
+        keys = keys.split(crops) if keys is not None else [None] * len(crops)
+        self._selections = [
+            select(layout, final[i][:layout.partitions], init[i][:layout.partitions], self.policy, self.config,
+                   keys[i][:layout.partitions] if keys[i] is not None else None, self.key_heads)
+            for i, layout in enumerate(layouts)
+        ]
+        return self._selections
+
+    def _merge_before_projector(self, _module: nn.Module, args: tuple) -> tuple | None:
+        if not self.recorder.active:
+            return None
+        layouts, crops = self._batch
+        rows = list(args[0].split(crops))  # [crops_i, N, D_vision] per image
+        merged = [torch.cat([merge_partitions(r[:lay.partitions], sel, lay), r[lay.partitions:]])
+                  for r, sel, lay in zip(rows, self.select_all(), layouts)]
+        return (torch.cat(merged), *args[1:])
+
+    def run(self, encode: Callable[[], Sequence[Tensor]], sizes: Sequence[tuple[int, int]],
+            crops: Sequence[int]) -> list[Tensor]:
+        """``encode()`` is vLLM's own image encoding (ViT + projector + packing) of a batch of
+        images of ``sizes`` with ``crops`` ViT rows each; returns each image's kept features."""
+        layouts = [self.family.layout(self.hf_config, size) for size in sizes]
+        self._batch, self._selections = (layouts, list(crops)), None
+        try:
+            with self.recorder.recording():
+                packed = encode()
+            selections = self.select_all()
+        finally:
+            self._batch = None
         out = []
-        for i, (features, size) in enumerate(zip(packed, sizes)):
-            layout = self.family.layout(self.hf_config, size)
-            p = layout.partitions
-            key = keys[i][:p] if keys[i] is not None else None
-            kept, report = keep_image_tokens(layout, features, final[i][:p], init[i][:p], self.policy, self.config,
-                                             size, key, self.count_known)
+        for layout, features, selection, size in zip(layouts, packed, selections, sizes):
+            kept, report = keep_image_tokens(layout, features, selection, self.config, size, self.count_known)
             self.reports.append(report)
             out.append(kept)
+        self._selections = None
         return out
 
     def recent_reports(self, clear: bool = False) -> list[dict[str, Any]]:

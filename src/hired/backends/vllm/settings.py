@@ -134,6 +134,12 @@ def read_config(hf_config: Any = None, environ: Mapping[str, str] | None = None)
     return config
 
 
+def fixed_budget_methods() -> list[str]:
+    from hired.policies import POLICIES
+
+    return [name for name in POLICIES if is_count_known(HiREDConfig(method=name))]
+
+
 def check_servable(config: HiREDConfig, found: dict[str, tuple[Any, str]] | None = None) -> None:
     """Refuse a config whose image-token count depends on the picture's content."""
     found = found or {}
@@ -145,13 +151,39 @@ def check_servable(config: HiREDConfig, found: dict[str, tuple[Any, str]] | None
         raise VLLMSettingError(
             f"hired: {name('method')} with {name('allocation')} and budget {config.budget!r} keeps a number of tokens "
             f"that depends on the picture; vLLM sizes each image's prompt before the forward, so serve a "
-            f"fixed-budget method (hired, random, spatial, visionzip, prumerge-fixed, prumerge+-fixed) with "
-            f"allocation exact"
+            f"fixed-budget method ({', '.join(fixed_budget_methods())}) with allocation exact"
         )
     if config.newline_policy == "kept_rows":
         raise VLLMSettingError(
             f"hired: {name('newlines')}: which rows keep a token depends on the picture; vLLM needs the count from "
             f"the image size, so use newlines 'all' (the default under vLLM) or 'none'"
+        )
+
+
+def vllm_built_layers(hf_config: Any) -> int:
+    """Vision layers vLLM's LLaVA builds: up to the deepest feature layer (for the usual -2, all
+    but the last), unlike transformers, which builds them all."""
+    count = int(hf_config.vision_config.num_hidden_layers)
+    layers = hf_config.vision_feature_layer
+    layers = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    return max(count + layer + 1 if layer < 0 else layer for layer in layers)
+
+
+def check_layers(hf_config: Any, config: HiREDConfig, built: int | None = None) -> None:
+    """The scoring layers (the family's and the policy's choice) exist in the tower vLLM builds."""
+    from hired.families import family_for_config
+
+    try:
+        requests = family_for_config(hf_config).score_requests(hf_config, config)
+    except ConfigError as error:
+        raise VLLMSettingError(f"hired: {error}") from None
+    built = vllm_built_layers(hf_config) if built is None else built
+    deepest = max(request.layer for request in requests.values())
+    if deepest >= built:
+        raise VLLMSettingError(
+            f"hired: method {config.method!r} scores at vision layer {deepest}, but vLLM builds only the first "
+            f"{built} layers of this model's ViT (up to its feature layer); set HIRED_FINAL_LAYER below {built} "
+            f"or serve another method"
         )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hired.backends.vllm.settings import VLLMSettingError, read_config
+from hired.backends.vllm.settings import VLLMSettingError, check_layers, read_config
 
 
 def check_model_config(model_config: Any) -> None:
@@ -19,9 +19,7 @@ def check_model_config(model_config: Any) -> None:
     try:
         config = read_config(hf_config)
         if config is not None:
-            from hired.families import family_for_config
-
-            family_for_config(hf_config).scoring_layers(hf_config, config)
+            check_layers(hf_config, config)
             strategy = getattr(hf_config, "vision_feature_select_strategy", "default")
             if strategy != "default":
                 raise VLLMSettingError(f"hired: vision_feature_select_strategy={strategy!r} is not supported; hired "
