@@ -228,8 +228,8 @@ def test_cli_bench_writes_results(tmp_path):
         (["--image", "0x10"], "between 1x1"),
         (["--batch-size", "0"], "--batch-size values must be integers >= 1"),
         (["--batch-size", "two"], "--batch-size takes comma-separated integers"),
-        (["--runs", "0"], "--runs must be >= 1"),
-        (["--memory-cap-gb", "-1"], "--memory-cap-gb must be > 0"),
+        (["--runs", "0"], "Invalid value for '--runs'"),
+        (["--memory-cap-gb", "-1"], "--memory-cap-gb must be a number of GiB > 0"),
         (["--model", "/no/such/model", "--llm-layers", "2"], "only apply to presets"),
     ],
 )

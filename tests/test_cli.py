@@ -52,11 +52,11 @@ def test_official_allocation_from_the_cli(picture):
         (["--budget", "0"], "budget count must be >= 1"),
         (["--budget", "1.5"], "budget ratio must be in (0, 1]"),
         (["--budget", "lots"], "budget must be a ratio"),
-        (["--alpha", "2"], "alpha must be in [0, 1]"),
+        (["--alpha", "2"], "Invalid value for '--alpha'"),
         (["--init-layer", "99"], "init_layer=99 is out of range"),
         (["--allocation", "fast"], "allocation must be"),
         (["--method", "magic"], "unknown method 'magic'"),
-        (["--model", "/no/such/model"], "cannot load model"),
+        (["--model", "/no/such/model"], "no model folder '/no/such/model'"),
     ],
 )
 def test_bad_options_exit_2_with_one_line(picture, args, message):

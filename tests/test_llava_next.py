@@ -210,7 +210,8 @@ def eager_forward(tower, pixels):
 def test_scores_match_eager_attention(model_next):
     """The hooked CLS row equals the eager attention matrix's CLS row."""
     model, processor = model_next
-    from hired.backends.hf.hooks import ScoreRequest, record_cls_attention
+    from hired.backends.hf.hooks import record_cls_attention
+    from hired.core.scoring import ScoreRequest
 
     tower = model.model.vision_tower
     pixels = inputs_for(processor, noise_image(336, 336))["pixel_values"][0, :2]

@@ -6,20 +6,28 @@ from hired.core.report import HiREDReport, ImageReport
 from hired.core.selection import select_tokens
 from hired.errors import (
     ConfigError,
+    DataError,
     HiREDError,
     ImageLoadError,
     ImageTokenMismatchError,
+    InputError,
+    ModelLoadError,
+    OptionError,
     UnsupportedModelError,
 )
 
 __all__ = [
     "ConfigError",
+    "DataError",
     "HiREDConfig",
     "HiREDError",
     "HiREDReport",
     "ImageLoadError",
     "ImageReport",
     "ImageTokenMismatchError",
+    "InputError",
+    "ModelLoadError",
+    "OptionError",
     "UnsupportedModelError",
     "apply",
     "from_pretrained",

@@ -1,22 +1,61 @@
-"""The `hired` command line: run, bench, eval, viz."""
+"""The `hired` command line: run, bench, serve-bench, eval, viz, data make.
+
+Every bad input ends a command with one line on stderr and exit code 2: hired's own errors
+(:class:`~hired.errors.HiREDError`, through :func:`cli_errors`) and typer's usage errors (an
+option that is missing, unknown, not a number or out of its declared range, through
+:class:`OneLineErrors`).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-import os
+import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from hired.errors import HiREDError
+from hired.errors import HiREDError, OptionError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="HiRED token dropping for LLaVA-NeXT / LLaVA-1.5.")
+try:  # typer >= 0.29 ships its own copy of click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+except ImportError:  # pragma: no cover - older typer on click
+    from click.exceptions import ClickException, NoArgsIsHelpError
+
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 MODEL_HELP = "demo (the bundled model, default), a preset name, a hub id or a local folder."
+DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+DTYPE_HELP = "auto, float32, float16 or bfloat16."
+
+
+class OneLineErrors(TyperGroup):
+    """Typer's usage errors (missing, unknown or out-of-range options) as one line, exit code 2,
+    like hired's own errors; ``hired`` alone still prints the help."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except NoArgsIsHelpError as error:
+            error.show()
+            sys.exit(error.exit_code)
+        except ClickException as error:
+            errors.print(f"[red]error:[/red] {error.format_message()}", highlight=False, markup=True)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            errors.print("Aborted.")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="HiRED token dropping for LLaVA-NeXT / LLaVA-1.5.")
 
 
 @app.callback()
@@ -32,10 +71,21 @@ def cli_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except HiREDError as error:
-            errors.print(f"[red]error:[/red] {error}", highlight=False)
+            errors.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def quiet_runtime() -> None:
+    """torch threads from OMP_NUM_THREADS (checked), and no transformers progress bars (the
+    "Loading weights" bar) between hired's own lines."""
+    from transformers.utils import logging as transformers_logging
+
+    from hired.loading import set_torch_threads
+
+    set_torch_threads()
+    transformers_logging.disable_progress_bar()
 
 
 def hired_config(budget: str, alpha: float, allocation: str, method: str, init_layer: int = 0,
@@ -46,6 +96,15 @@ def hired_config(budget: str, alpha: float, allocation: str, method: str, init_l
     check_method(method)
     return HiREDConfig(budget=parse_budget(budget), alpha=alpha, allocation=allocation, method=method,
                        init_layer=init_layer, final_layer=final_layer)
+
+
+def finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: a float that is not finite becomes None (null)."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def demo_note(tokenizer: Any, prompt: str, name: str = "demo") -> str:
@@ -65,32 +124,47 @@ def format_bytes(value: int | None) -> str:
     return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
 
 
+def format_rate(value: float | None) -> str:
+    return "n/a" if finite_or_none(value) is None else f"{value:.1f} tokens/s"
+
+
 @app.command()
 @cli_errors
 def run(
-    image: str = typer.Option(..., "--image", "-i", help="Picture file to ask about."),
-    prompt: str = typer.Option(..., "--prompt", "-p", help="Question about the picture."),
+    image: str | None = typer.Option(None, "--image", "-i",
+                                     help="Picture file to ask about (default: the sample scene shipped with hired)."),
+    prompt: str | None = typer.Option(None, "--prompt", "-p",
+                                      help="Question about the picture (default: the sample scene's question)."),
     budget: str = typer.Option("0.2", help="Share of visual tokens to keep (0.2) or a token count (576)."),
-    alpha: float = typer.Option(0.5, help="Share of the budget for the full-image view."),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of the budget for the full-image view."),
     allocation: str = typer.Option("exact", help="exact, or official (the published code's rounding)."),
     method: str = typer.Option("hired", help="Drop policy."),
     init_layer: int = typer.Option(0, help="ViT layer that measures each sub-image's content."),
     final_layer: int | None = typer.Option(None, help="ViT layer that ranks tokens (default: feature layer)."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
-    max_new_tokens: int = typer.Option(32, help="Tokens to generate."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    max_new_tokens: int = typer.Option(32, min=1, help="Tokens to generate."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
-    """Answer a question about a picture with HiRED applied and show what it cost."""
-    import torch
+    """Answer a question about a picture with HiRED applied and show what it cost.
 
+    With no --image and no --prompt it asks the demo model about the sample scene shipped with hired."""
     import hired
     from hired.bench.timing import timed_generate
+    from hired.data.scenes import sample_scene
     from hired.images import load_image
     from hired.loading import DEMOS, load
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    sample = None
+    if image is None:
+        if prompt is not None:
+            raise OptionError("--prompt needs an --image (or give neither for the sample scene)")
+        image, prompt, expected = sample_scene()
+        sample = f"Sample scene shipped with hired ({image}); question: {prompt!r} (expected answer: {expected!r})."
+    elif prompt is None:
+        raise OptionError("--image needs a --prompt (or give neither for the sample scene)")
+    quiet_runtime()
     config = hired_config(budget, alpha, allocation, method, init_layer, final_layer)
     picture = load_image(image)
     loaded = load(model, device=device, dtype=dtype)
@@ -102,6 +176,8 @@ def run(
     result = {
         "model": loaded.name,
         "random_weights": loaded.random_weights,
+        "image": str(image),
+        "prompt": prompt,
         "answer": answer.strip(),
         "kept": report.kept,
         "total": report.total,
@@ -116,8 +192,10 @@ def run(
         "device": str(loaded.model.device),
     }
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps({key: finite_or_none(value) for key, value in result.items()}, allow_nan=False))
         return
+    if sample:
+        console.print(sample, highlight=False)
     if loaded.random_weights:
         console.print(
             f"[yellow]Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
@@ -133,8 +211,9 @@ def run(
         f"{result['llm_image_tokens']} (full model: {result['llm_image_tokens_full']})"
     )
     console.print(
-        f"Time to first token: {timing.ttft:.3f} s | decode: {timing.decode_tokens_per_s:.1f} tokens/s "
-        f"({timing.new_tokens} new tokens) | peak memory: {format_bytes(timing.peak_memory_bytes)} ({memory_kind})"
+        f"Time to first token: {timing.ttft:.3f} s | decode: {format_rate(timing.decode_tokens_per_s)} "
+        f"({plural(timing.new_tokens, 'new token')}) | peak memory: {format_bytes(timing.peak_memory_bytes)} "
+        f"({memory_kind})"
     )
 
 
@@ -148,34 +227,44 @@ def evaluate(
     methods: str = typer.Option(
         "hired,random,spatial,prumerge+,visionzip",
         help="Comma-separated methods; 'hired-official' is HiRED with the published allocation. "
-        "The full model is always measured.",
+        "The full model is always measured; adaptive methods (prumerge, prumerge+) run once.",
     ),
     out: str = typer.Option("runs/eval", help="Output folder (answers are cached here: rerun to resume)."),
-    limit: int | None = typer.Option(None, help="Only the first N items."),
-    batch_size: int = typer.Option(8, help="Questions per generate call."),
-    max_new_tokens: int = typer.Option(8, help="Answer length limit."),
-    alpha: float = typer.Option(0.5, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, help="Seed for random policies."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    limit: int | None = typer.Option(None, min=1, help="Only the first N items."),
+    batch_size: int = typer.Option(8, min=1, help="Questions per generate call."),
+    max_new_tokens: int = typer.Option(8, min=1, help="Answer length limit."),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
+    seed: int = typer.Option(0, min=0, help="Seed for random policies."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
     """Accuracy per method and budget on local VQA-style data."""
+    from hired.checks import output_folder
     from hired.config import parse_budgets
     from hired.evaluation.data import load_items
-    from hired.evaluation.report import markdown_table, write_results
+    from hired.evaluation.report import header_line, rich_table, write_results
     from hired.evaluation.runner import evaluate as run_evaluation
     from hired.experiments import make_arms
     from hired.loading import load
 
-    arms = make_arms([m.strip() for m in methods.split(",") if m.strip()], parse_budgets(budgets))
+    arms = make_arms([m.strip() for m in methods.split(",") if m.strip()], parse_budgets(budgets), alpha, seed)
     items = load_items(data, split, limit)
+    output_folder(out)
+    quiet_runtime()
     loaded = load(model, device=device, dtype=dtype)
     if loaded.random_weights:
         console.print(f"[yellow]Model {loaded.name} has RANDOM weights: accuracies are meaningless.[/yellow]")
     results = run_evaluation(loaded, items, arms, out, batch_size, max_new_tokens, alpha, seed)
     paths = write_results(results, out)
-    console.print(markdown_table(results), highlight=False)
-    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+    console.print(header_line(results), highlight=False)
+    wide_console().print(rich_table(results))
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}", highlight=False)
+
+
+def wide_console() -> Console:
+    """The terminal, or for a pipe or file a console wide enough for the whole table (not one
+    squeezed to 80 columns)."""
+    return console if console.is_terminal else Console(width=200)
 
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local VQA data: synthetic scenes.")
@@ -186,18 +275,16 @@ app.add_typer(data_app, name="data")
 @cli_errors
 def data_make(
     out: str = typer.Option(..., "--out", "-o", help="Folder to write images/ and train/val/test.jsonl into."),
-    n: int = typer.Option(2000, "--n", help="Number of scenes (pictures); each has up to four questions."),
-    seed: int = typer.Option(0, "--seed", help="Seed: the scenes and their split are a function of it."),
+    n: int = typer.Option(2000, "--n", min=1, help="Number of scenes (pictures); each has up to four questions."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed: the scenes and their split are a function of it."),
 ) -> None:
     """Write seeded high-resolution VQA scenes (PNG + JSONL, fixed train/val/test split)."""
     from hired.data.scenes import make_scenes
 
-    if n < 1:
-        raise HiREDError(f"--n must be >= 1; got {n}")
     paths = make_scenes(out, n, seed, progress=True)
     for split, path in paths.items():
         with open(path, encoding="utf-8") as f:
-            console.print(f"{split}: {sum(1 for _ in f)} questions -> {path}", highlight=False)
+            console.print(f"{split}: {plural(sum(1 for _ in f), 'question')} -> {path}", highlight=False)
 
 
 @app.command("bench")
@@ -208,16 +295,17 @@ def bench(
     methods: str = typer.Option("full,hired", help="Comma-separated methods; 'full' (untouched model) always runs."),
     image: list[str] = typer.Option(["672x672"], "--image", help="Synthetic picture size WxH; repeat for several."),
     batch_size: str = typer.Option("1", help="Comma-separated batch sizes, e.g. 1,4."),
-    new_tokens: int = typer.Option(32, help="Tokens generated per sequence (forced: EOS is not allowed earlier)."),
-    runs: int = typer.Option(5, help="Measured repetitions per arm."),
-    warmup: int = typer.Option(1, help="Discarded repetitions before the measured ones."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
-    memory_cap_gb: float | None = typer.Option(None, help="CUDA only: cap GPU memory (GiB); OOM runs are noted."),
-    llm_layers: int | None = typer.Option(None, help="Presets: build only K language-model layers."),
-    vit_layers: int | None = typer.Option(None, help="Presets: build only K vision-encoder layers."),
-    alpha: float = typer.Option(0.5, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, help="Seed of the random weights and the noise pictures."),
+    new_tokens: int = typer.Option(32, min=1, help="Tokens generated per sequence (forced: EOS is not allowed "
+                                                   "earlier)."),
+    runs: int = typer.Option(5, min=1, help="Measured repetitions per arm."),
+    warmup: int = typer.Option(1, min=0, help="Discarded repetitions before the measured ones."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
+    memory_cap_gb: float | None = typer.Option(None, help="CUDA only: cap GPU memory (GiB, > 0); OOM runs are noted."),
+    llm_layers: int | None = typer.Option(None, min=1, help="Presets: build only K language-model layers."),
+    vit_layers: int | None = typer.Option(None, min=2, help="Presets: build only K vision-encoder layers."),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
+    seed: int = typer.Option(0, min=0, help="Seed of the random weights and the noise pictures."),
     out: str = typer.Option("bench-out", "--out", "-o", help="Folder for results.json, results.md, speedup.png."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -225,6 +313,7 @@ def bench(
     from hired.bench.report import header_lines, overhead_lines, rich_table, write_results
     from hired.bench.runner import run_bench
     from hired.bench.settings import BenchSettings, parse_ints, parse_size, split_list
+    from hired.checks import output_folder
     from hired.config import parse_budgets
 
     settings = BenchSettings(
@@ -237,6 +326,8 @@ def bench(
         llm_layers=llm_layers, vit_layers=vit_layers, alpha=alpha, seed=seed,
     )
     settings.validate()
+    output_folder(out)
+    quiet_runtime()
     results = run_bench(settings, progress=progress, log=lambda note: errors.print(f"[yellow]note:[/yellow] {note}"))
     paths = write_results(results, out)
     if results["model"]["random_weights"]:
@@ -244,11 +335,10 @@ def bench(
                       f"token counts and timings are real.[/yellow]")
     for line in header_lines(results):
         console.print(line, highlight=False)
-    # A pipe or file gets the whole table, not one squeezed to 80 columns.
-    (console if console.is_terminal else Console(width=200)).print(rich_table(results))
+    wide_console().print(rich_table(results))
     for line in overhead_lines(results):
         console.print(line, highlight=False)
-    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}", highlight=False)
 
 
 @app.command("viz")
@@ -261,31 +351,30 @@ def viz(
     methods: str = typer.Option("hired,prumerge+,spatial", help="Comma-separated methods, one row each."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     out: str = typer.Option("kept.png", "--out", "-o", help="PNG file to write."),
-    alpha: float = typer.Option(0.5, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, help="Seed for random policies."),
-    panel: int = typer.Option(240, help="Side of each partition's picture in pixels."),
-    colors: int | None = typer.Option(None, help="Quantise the PNG to this many colours (smaller file)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    dtype: str = typer.Option("auto", help="auto, float32, float16 or bfloat16."),
+    alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
+    seed: int = typer.Option(0, min=0, help="Seed for random policies."),
+    panel: int = typer.Option(240, min=24, max=2000, help="Side of each partition's picture in pixels."),
+    colors: int | None = typer.Option(None, min=2, max=256,
+                                      help="Quantise the PNG to this many colours (smaller file)."),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
     """Draw the tokens each method keeps over the picture as the model saw it (one row per method)."""
-    import torch
-
+    from hired.checks import output_file
     from hired.config import parse_budget
     from hired.experiments import method_config
     from hired.images import load_image
     from hired.loading import load
     from hired.viz import collect, draw, save_png
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     names = [m.strip() for m in methods.split(",") if m.strip()]
     if not names:
-        raise HiREDError("--methods names no method")
-    if not 24 <= panel <= 2000:
-        raise HiREDError(f"--panel must be between 24 and 2000 pixels; got {panel}")
+        raise OptionError("--methods names no method")
     for name in names:  # unknown methods and bad budgets fail before the model loads
         method_config(name, parse_budget(budget), alpha, seed)
+    output_file(out)
     picture = load_image(image)
+    quiet_runtime()
     loaded = load(model, device=device, dtype=dtype)
     rows, pictures = collect(loaded.model, loaded.processor, picture, loaded.format_prompt(prompt), names,
                              parse_budget(budget), alpha, seed)
@@ -293,7 +382,7 @@ def viz(
     try:
         save_png(drawing, out, colors)
     except OSError as error:
-        raise HiREDError(f"cannot write {out}: {error}") from None
+        raise OptionError(f"cannot write {out}: {error}") from None
     if loaded.random_weights:
         console.print(f"[yellow]Model {loaded.name} has RANDOM weights: the kept tokens show the mechanics, "
                       f"not what a trained model attends to.[/yellow]")
@@ -302,6 +391,46 @@ def viz(
                       f"{row.report.kept_per_partition}", highlight=False)
     console.print(f"Wrote {out}: {len(rows)} rows x {rows[0].report.partitions} panels, "
                   f"{drawing.width}x{drawing.height} px", highlight=False)
+
+
+@app.command("serve-bench")
+@cli_errors
+def serve_bench(
+    vllm: str = typer.Option("vllm", "--vllm", envvar="HIRED_VLLM",
+                             help="The vLLM venv's `vllm` command (hired[vllm] installed there); env HIRED_VLLM."),
+    model: str | None = typer.Option(None, "--model", "-m",
+                                     help="LLaVA(-NeXT) folder; default: build the benchmark model "
+                                          "(demo ViT + a random 6 x 512 language model) in --work."),
+    budgets: str = typer.Option("0.4,0.2,0.1", help="HiRED budgets to serve besides vanilla vLLM."),
+    concurrency: str = typer.Option("1,8,32", help="Requests in flight, comma-separated."),
+    requests: str | None = typer.Option(None, help="Requests per level, comma-separated (default: max(30, "
+                                                  "8 x in flight)); each has a picture of its own."),
+    max_tokens: int = typer.Option(16, min=1, help="Output tokens per request (EOS ignored)."),
+    dtype: str = typer.Option("bfloat16", help="vLLM --dtype of the servers."),
+    work: str = typer.Option("bench-serve-work", help="Scratch folder: built model, server logs."),
+    out: str = typer.Option("bench-serve", "--out", "-o", help="Folder for results.json, results.md, serving.png."),
+) -> None:
+    """Serving throughput under load: vanilla vLLM vs vLLM + HiRED (the hired[vllm] plugin)."""
+    from hired.bench.serving import ServeBenchSettings, run_serve_bench
+    from hired.bench.serving_report import header_lines, rich_table, write_results
+    from hired.bench.settings import parse_ints
+    from hired.checks import output_folder
+    from hired.config import parse_budgets
+
+    output_folder(out)
+    output_folder(work, "--work")
+    settings = ServeBenchSettings(
+        vllm=vllm, work=work, model=model, budgets=parse_budgets(budgets),
+        concurrency=parse_ints(concurrency, "--concurrency"),
+        requests=parse_ints(requests, "--requests") if requests else None,
+        max_tokens=max_tokens, dtype=dtype,
+    )
+    results = run_serve_bench(settings, log=lambda line: errors.print(line, highlight=False))
+    paths = write_results(results, out)
+    for line in header_lines(results):
+        console.print(line, highlight=False)
+    (console if console.is_terminal else Console(width=220)).print(rich_table(results))
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
 
 
 def main() -> None:

@@ -40,12 +40,14 @@ class HiREDConfig:
         one token), ``"all"`` (every row, like the unmodified model) or ``"none"``.
         ``None`` = ``"kept_rows"`` for exact mode, ``"none"`` for official mode (as published).
     method: the drop policy; ``"hired"`` is the paper's method.
-    seed: seed for policies that draw random numbers.
+    seed: seed (an int >= 0) for policies that draw random numbers.
     score: what ranks tokens (and, for HiRED's phase 1, measures content): ``"cls"``, the CLS
         token's attention (the paper); ``"received"``, the mean attention each token receives
         over all queries and heads, the substitute for encoders with no CLS token (SigLIP in
         LLaVA-OneVision); also usable on CLS encoders. ``None`` = ``"cls"`` where the encoder
         has a CLS token, else ``"received"``.
+
+    Every field is type- and range-checked here: a bad value raises ConfigError at once.
     """
 
     budget: float | int = 0.2
@@ -84,6 +86,8 @@ class HiREDConfig:
             raise ConfigError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"method must be a policy name such as 'hired', got {self.method!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
 
     @property
     def is_ratio(self) -> bool:

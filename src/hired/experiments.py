@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from hired.config import HiREDConfig
-from hired.policies import check_method
+from hired.policies import check_method, is_fixed_budget
 
 FULL = "full"
 OFFICIAL_SUFFIX = "-official"  # "hired-official": HiRED with the published code's allocation
@@ -16,14 +17,16 @@ RECEIVED_SUFFIX = "-received"  # "hired-received": ranked by the attention token
 
 @dataclass(frozen=True)
 class Arm:
-    """One method at one budget (the full model has no budget)."""
+    """One method at one budget (the full model has no budget). An adaptive method (one that
+    picks its own count, such as ``prumerge+``) ignores the budget: it is one arm, ``adaptive``."""
 
     method: str
     budget: float | int | None = None
+    adaptive: bool = False
 
     @property
     def key(self) -> str:
-        return self.method if self.budget is None else f"{self.method}@{self.budget}"
+        return self.method if self.budget is None or self.adaptive else f"{self.method}@{self.budget}"
 
     def config(self, alpha: float = 0.5, seed: int = 0) -> HiREDConfig | None:
         """The HiREDConfig of this arm (None for the full model); raises ConfigError when bad."""
@@ -48,15 +51,26 @@ def method_config(name: str, budget: float | int = 0.2, alpha: float = 0.5, seed
     return config
 
 
-def make_arms(methods: Iterable[str], budgets: Iterable[float | int]) -> list[Arm]:
-    """The full model once, then every other method at every budget (validated now)."""
+def make_arms(methods: Iterable[str], budgets: Iterable[float | int], alpha: float = 0.5, seed: int = 0) -> list[Arm]:
+    """The full model once, then every other method at every budget (validated now, with
+    ``alpha`` and ``seed``); an adaptive method, whose count does not depend on the budget, once."""
     budgets = list(budgets)
     arms = [Arm(FULL)]
-    for method in methods:
+    for method in dict.fromkeys(methods):
         if method == FULL:
             continue
         for budget in budgets:
             arm = Arm(method, budget)
-            arm.config()  # raises a clear ConfigError for unknown methods or bad budgets
+            config = arm.config(alpha, seed)  # raises a clear ConfigError for unknown methods or bad values
+            if not is_fixed_budget(config.method):
+                arms.append(Arm(method, budget, adaptive=True))
+                break
             arms.append(arm)
     return arms
+
+
+def budget_label(row: dict[str, Any]) -> str:
+    """A result row's budget as the tables show it: ``all`` (the full model), ``adaptive`` or the budget."""
+    if row["budget"] is None:
+        return "all"
+    return "adaptive" if row.get("adaptive") else str(row["budget"])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
-from hired.errors import HiREDError, UnsupportedModelError
+from hired.errors import ModelLoadError, OptionError, UnsupportedModelError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The bundled demo model: a small LLaVA-NeXT trained on synthetic scenes (hired.demo.train); the
@@ -57,20 +61,96 @@ def model_inputs(model: Any, processor: Any, images: Any, text: Any, **kwargs: A
     return dict(inputs)
 
 
+def set_torch_threads() -> int:
+    """torch's CPU threads from OMP_NUM_THREADS when it is set (as the commands honour it), else
+    torch's default; OptionError where it is not a positive integer."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not value:
+        return torch.get_num_threads()
+    if not value.isdigit() or int(value) < 1:
+        raise OptionError(f"OMP_NUM_THREADS must be a positive integer such as 1 or 2; got {value!r}")
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
+DEVICES = "auto, cpu, cuda or cuda:N (or mps on Apple silicon)"
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HiREDError("--device cuda was asked for but torch sees no CUDA GPU")
-    return torch.device(device)
+    try:
+        target = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelLoadError(f"device must be {DEVICES}; got {device!r}") from None
+    if target.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"--device {device} was asked for but torch sees no CUDA GPU")
+        if target.index is not None and target.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    elif target.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ModelLoadError(f"--device {device} was asked for but torch sees no MPS device")
+    elif target.type != "cpu":
+        raise ModelLoadError(f"device must be {DEVICES}; got {device!r}")
+    return target
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise HiREDError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
+        raise ModelLoadError(f"dtype must be one of auto, {', '.join(DTYPES)}; got {dtype!r}")
     return DTYPES[dtype]
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host takes a TCP connection within ``timeout`` seconds (True behind a
+    proxy, which a direct connection cannot judge): a quick answer where huggingface_hub would
+    retry for half a minute."""
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def checkpoint_source(model_id: str) -> dict[str, Any]:
+    """Where ``model_id`` loads from, checked before transformers is asked: a folder with a
+    config.json, or a hub id that is cached or reachable. Returns the extra ``from_pretrained``
+    arguments (``local_files_only`` where the hub cannot be reached but the cache holds it);
+    raises ModelLoadError naming the problem."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    path = Path(model_id).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"model {model_id} is a file; give a checkpoint folder, a hub id or a preset")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"model folder {model_id} holds no config.json: not a transformers checkpoint")
+        return {}
+    if model_id.startswith((".", "~", "/", "\\")) or model_id.endswith(("/", "\\")) or not HUB_ID.match(model_id):
+        raise ModelLoadError(f"no model folder {model_id!r} (and it is no hub id or preset)")
+    cached = isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    if constants.is_offline_mode():
+        if not cached:
+            raise ModelLoadError(f"model {model_id!r} is not a local folder, a preset or in the Hugging Face cache, "
+                                 f"and HF_HUB_OFFLINE is set")
+        return {}
+    if hub_reachable():
+        return {}
+    if cached:
+        return {"local_files_only": True}
+    raise ModelLoadError(f"model {model_id!r} is not a local folder, a preset or in the Hugging Face cache, and "
+                         f"{constants.ENDPOINT} cannot be reached (offline?)")
 
 
 def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
@@ -80,17 +160,21 @@ def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
 
     from hired.families import BY_MODEL_TYPE, supported
 
+    source = checkpoint_source(model_id)
     try:
-        config = AutoConfig.from_pretrained(model_id)
-    except OSError as error:
-        raise HiREDError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
+        config = AutoConfig.from_pretrained(model_id, **source)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
     if config.model_type not in BY_MODEL_TYPE:
         raise UnsupportedModelError(
             f"{model_id} is a {config.model_type!r} model; hired supports {supported()} checkpoints"
         )
     family = BY_MODEL_TYPE[config.model_type]
-    model = family.model_class().from_pretrained(model_id, **kwargs)
-    processor = family.prepare_processor(family.load_processor(model_id, model.config), model.config)
+    try:
+        model = family.model_class().from_pretrained(model_id, **source, **kwargs)
+        processor = family.prepare_processor(family.load_processor(model_id, model.config, **source), model.config)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
     return model.eval(), processor
 
 
@@ -106,8 +190,8 @@ def load(spec: str | None = None, device: str = "auto", dtype: str = "auto", **p
         folder = DEMOS[spec]
         if not (folder / "model.safetensors").is_file():
             family = " --family internvl" if spec == DEMO_INTERNVL else ""
-            raise HiREDError(f"the bundled demo model is missing from {folder}; rebuild it with "
-                             f"`python -m hired.demo.train{family} --out {folder}` or pass --model")
+            raise ModelLoadError(f"the bundled demo model is missing from {folder}; rebuild it with "
+                                 f"`python -m hired.demo.train{family} --out {folder}` or pass --model")
         model, processor = load_model_and_processor(str(folder), dtype=torch_dtype)
         return LoadedModel(model.to(target), processor, spec, random_weights=False)
     if spec in presets.PRESETS:

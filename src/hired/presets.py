@@ -27,7 +27,8 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2Im
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
 
-from hired.errors import HiREDError
+from hired.checks import at_least
+from hired.errors import HiREDError, OptionError
 from hired.families import FAMILIES
 from hired.families.base import without_video_processor
 
@@ -207,10 +208,12 @@ def build_config(name: str, vit_layers: int | None = None, llm_layers: int | Non
     preset = PRESETS[name]
     vision = dict(preset.vision)
     text = dict(preset.text)
-    if vit_layers is not None:
-        vision["num_hidden_layers"] = vit_layers
-    if llm_layers is not None:
-        text["num_hidden_layers"] = llm_layers
+    for option, value, part in (("--vit-layers", vit_layers, vision), ("--llm-layers", llm_layers, text)):
+        if value is not None:  # only K of the checkpoint's layers: between 1 and all of them
+            at_least(value, 1, option)
+            if value > part["num_hidden_layers"]:
+                raise OptionError(f"{option} {value}: {name} has {part['num_hidden_layers']} such layers")
+            part["num_hidden_layers"] = value
     tokenizer = build_tokenizer(family=preset.family)
     if vocab_size is not None or not text["vocab_size"]:
         text["vocab_size"] = vocab_size or len(tokenizer)

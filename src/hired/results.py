@@ -1,4 +1,6 @@
-"""Writing a command's results: ``results.json``, ``results.md`` and one PNG plot, in one folder."""
+"""A command's results: ``results.json``, ``results.md`` and one PNG plot in one folder, its table
+drawn the same way in markdown and on the terminal (bench and eval), and the progress bar of long
+work (eval, data make)."""
 
 from __future__ import annotations
 
@@ -23,3 +25,32 @@ def write_result_files(
     paths["md"].write_text(markdown(results))
     plot(results, paths["png"])
     return paths
+
+
+def markdown_rows(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + [
+        "| " + " | ".join(cells) + " |" for cells in rows
+    ]
+
+
+def rich_table(title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...] = ("method",)):
+    """The same table for the terminal (text columns in ``left`` flush left, numbers right)."""
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    for cells in rows:
+        table.add_row(*cells)
+    return table
+
+
+def progress_bar(enabled: bool = True):
+    """A rich progress bar on stderr that vanishes when done; off where stderr is no terminal (a
+    pipe or a log file gets no bar and no stray blank line)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    return Progress(console=console, disable=not (enabled and console.is_terminal), transient=True)

@@ -78,6 +78,7 @@ def measure_overhead(loaded: LoadedModel, arms: list[Arm], inputs: dict, setting
         rows.append({
             "method": method,
             "budget": arm.budget,
+            "adaptive": arm.adaptive,
             "batch_size": int(inputs["input_ids"].shape[0]),
             "runs": {"plain_vit_s": plain, "hooked_encode_s": encode, "hooked_vit_s": hooked[method],
                      "selection_s": selection[method]},

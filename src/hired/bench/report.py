@@ -6,7 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from hired.results import write_result_files
+from hired.experiments import budget_label
+from hired.results import markdown_rows, write_result_files
+from hired.results import rich_table as draw_table
 
 COLUMNS = [
     "method", "budget", "image", "batch", "kept / total", "TTFT s (min-max)", "TTFT speedup", "ideal",
@@ -32,7 +34,7 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for row in results["results"]:
         width, height = row["image_size"]
-        common = [row["method"], "all" if row["budget"] is None else str(row["budget"]), f"{width}x{height}",
+        common = [row["method"], budget_label(row), f"{width}x{height}",
                   str(row["batch_size"]), f"{_kept(row['kept'])} / {row['total']}"]
         if row["status"] == "OOM":
             rows.append(common + ["OOM"] + ["-"] * (len(COLUMNS) - len(common) - 1))
@@ -62,7 +64,7 @@ def overhead_lines(results: dict[str, Any]) -> list[str]:
             continue
         width, height = row["image_size"]
         lines.append(
-            f"Scoring + selection overhead ({row['method']} at budget {row['budget']}, {width}x{height}, "
+            f"Scoring + selection overhead ({row['method']} at budget {budget_label(row)}, {width}x{height}, "
             f"batch {row['batch_size']}): plain ViT + projector {row['plain_vit_ms']:.1f} ms, with hooks + "
             f"selection {row['hooked_encode_ms']:.1f} ms: overhead {row['overhead_ms']:.1f} ms = "
             f"{100 * row['overhead_share']:.2f}% of ViT time (selection alone {row['selection_ms']:.1f} ms = "
@@ -89,8 +91,7 @@ def header_lines(results: dict[str, Any]) -> list[str]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    lines = header_lines(results) + ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(results)]
+    lines = header_lines(results) + [""] + markdown_rows(COLUMNS, table_rows(results))
     extra = overhead_lines(results)
     vit_shares = [r for r in results["results"] if r.get("vit_share_of_ttft") is not None]
     for r in vit_shares:
@@ -103,14 +104,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def rich_table(results: dict[str, Any]):
-    from rich.table import Table
-
-    table = Table(title="hired bench", show_lines=False)
-    for column in COLUMNS:
-        table.add_column(column, justify="left" if column in ("method", "image") else "right")
-    for cells in table_rows(results):
-        table.add_row(*cells)
-    return table
+    return draw_table("hired bench", COLUMNS, table_rows(results), left=("method", "image"))
 
 
 def plot_speedup(results: dict[str, Any], path: Path) -> None:

@@ -8,7 +8,6 @@ reported, and each arm is compared with the ``full`` arm (the untouched model) o
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -25,9 +24,9 @@ from hired.bench.inputs import image_geometry, make_inputs
 from hired.bench.overhead import measure_overhead
 from hired.bench.settings import BenchSettings
 from hired.bench.timing import release_free_memory, timed_generate
-from hired.errors import HiREDError
+from hired.errors import OptionError
 from hired.experiments import FULL, Arm
-from hired.loading import LoadedModel
+from hired.loading import LoadedModel, set_torch_threads
 
 SCHEMA = "hired-bench/1"
 # Metrics of a generate call; "ratio to full" is arm median / full median for each.
@@ -87,6 +86,7 @@ def summarize_arm(arm: Arm, runs: list[dict], geometry: dict, batch: int, full_l
         "arm": arm.key,
         "method": arm.method,
         "budget": arm.budget,
+        "adaptive": arm.adaptive,
         "runs": runs,
         "oom_runs": len(runs) - len(ok),
         "status": "ok" if ok else "OOM",
@@ -139,7 +139,7 @@ def load_for_bench(settings: BenchSettings) -> LoadedModel:
         return load(settings.model, device=settings.device, dtype=settings.dtype, seed=settings.seed,
                     llm_layers=settings.llm_layers, vit_layers=settings.vit_layers)
     if settings.llm_layers is not None or settings.vit_layers is not None:
-        raise HiREDError("--llm-layers / --vit-layers only apply to presets (random-weight models of real shapes)")
+        raise OptionError("--llm-layers / --vit-layers only apply to presets (random-weight models of real shapes)")
     return load(settings.model, device=settings.device, dtype=settings.dtype)
 
 
@@ -150,7 +150,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, log: Callable[[str
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     arms = settings.validate()
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    set_torch_threads()
     loaded = loaded or load_for_bench(settings)
     model = loaded.model
     device = model.device

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from hired.errors import HiREDError
+from hired.checks import at_least
+from hired.errors import OptionError
 from hired.experiments import FULL, Arm, make_arms
 
 PROMPT = "Describe the picture."
@@ -32,25 +34,24 @@ class BenchSettings:
 
     def validate(self) -> list[Arm]:
         for name in ("new_tokens", "runs"):
-            if getattr(self, name) < 1:
-                raise HiREDError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
-        if self.warmup < 0:
-            raise HiREDError(f"--warmup must be >= 0; got {self.warmup}")
+            at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
+        at_least(self.warmup, 0, "--warmup")
+        at_least(self.seed, 0, "--seed")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise HiREDError(f"--batch-size values must be >= 1; got {self.batch_sizes}")
+            raise OptionError(f"--batch-size values must be >= 1; got {self.batch_sizes}")
         if not self.image_sizes or any(w < 1 or h < 1 for w, h in self.image_sizes):
-            raise HiREDError(f"--image sizes must be positive WxH; got {self.image_sizes}")
-        if self.memory_cap_gb is not None and not self.memory_cap_gb > 0:
-            raise HiREDError(f"--memory-cap-gb must be > 0; got {self.memory_cap_gb}")
-        for name in ("llm_layers", "vit_layers"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise HiREDError(f"--{name.replace('_', '-')} must be >= 1; got {value}")
+            raise OptionError(f"--image sizes must be positive WxH; got {self.image_sizes}")
+        if self.memory_cap_gb is not None and not (math.isfinite(self.memory_cap_gb) and self.memory_cap_gb > 0):
+            raise OptionError(f"--memory-cap-gb must be a number of GiB > 0; got {self.memory_cap_gb}")
+        if self.llm_layers is not None:
+            at_least(self.llm_layers, 1, "--llm-layers")
+        if self.vit_layers is not None:  # the features come from the second-to-last layer
+            at_least(self.vit_layers, 2, "--vit-layers")
         if not self.budgets:
-            raise HiREDError("--budgets is empty")
+            raise OptionError("--budgets is empty")
         if not self.methods:
-            raise HiREDError("--methods is empty")
-        return make_arms(self.methods, self.budgets)  # raises ConfigError (a HiREDError) on bad ones
+            raise OptionError("--methods is empty")
+        return make_arms(self.methods, self.budgets, self.alpha, self.seed)  # ConfigError on bad ones
 
 
 # -- parsing CLI lists -----------------------------------------------------------------------
@@ -62,9 +63,9 @@ def parse_ints(text: str, option: str) -> list[int]:
     try:
         values = [int(part) for part in split_list(text)]
     except ValueError:
-        raise HiREDError(f"{option} takes comma-separated integers like 1,4; got {text!r}") from None
+        raise OptionError(f"{option} takes comma-separated integers like 1,4; got {text!r}") from None
     if not values or any(v < 1 for v in values):
-        raise HiREDError(f"{option} values must be integers >= 1; got {text!r}")
+        raise OptionError(f"{option} values must be integers >= 1; got {text!r}")
     return values
 
 
@@ -74,7 +75,7 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(p) for p in parts)
     except ValueError:
-        raise HiREDError(f"--image takes WxH sizes such as 672x672; got {text!r}") from None
+        raise OptionError(f"--image takes WxH sizes such as 672x672; got {text!r}") from None
     if width < 1 or height < 1 or width > 16384 or height > 16384:
-        raise HiREDError(f"--image size must be between 1x1 and 16384x16384; got {text!r}")
+        raise OptionError(f"--image size must be between 1x1 and 16384x16384; got {text!r}")
     return width, height

@@ -102,16 +102,23 @@ class ImageLayout:
     def sequence_mask(self, keep: Tensor, newlines: NewlinePolicy) -> Tensor:
         """[L] mask over the packed sequence: kept tokens plus the newlines the policy asks for
         ("all": every row's, as the unmodified model; "none"; "kept_rows": the newline of each
-        sub-image row that keeps at least one token)."""
+        sub-image row that keeps at least one token, and of each row that unpadding left without
+        tokens, which the unmodified model also has)."""
         is_newline = self.is_newline
         kept_token = keep.flatten()[self.positions.clamp_min(0)] & ~is_newline
         if newlines == "none" or not bool(is_newline.any()):
             return kept_token
         if newlines == "all":
             return kept_token | is_newline
-        row_token = kept_token & (self.positions >= self.tokens) if self.partitions > 1 else kept_token
+        sub_token = ~is_newline & (self.positions >= self.tokens) if self.partitions > 1 else ~is_newline
         segment = torch.cumsum(is_newline.long(), 0) - is_newline.long()  # a newline closes its row
-        row_kept = torch.zeros(int(segment[-1]) + 1, dtype=torch.long).index_add_(0, segment, row_token.long()) > 0
+        rows = int(segment[-1]) + 1
+
+        def per_row(mask: Tensor) -> Tensor:
+            return torch.zeros(rows, dtype=torch.long).index_add_(0, segment, mask.long()) > 0
+
+        # A row that unpadding emptied (extreme aspect ratios) keeps its newline, as the unmodified model.
+        row_kept = per_row(kept_token & sub_token) | ~per_row(sub_token)
         return kept_token | (is_newline & row_kept[segment])
 
 

@@ -18,7 +18,7 @@ from hired.core.layout import ImageLayout
 from hired.core.merging import apply_merge_weights
 from hired.core.report import ImageReport
 from hired.core.view import ImageView, Selection
-from hired.errors import UnsupportedModelError
+from hired.errors import HiREDError, UnsupportedModelError
 
 Policy = Callable[[ImageView, HiREDConfig], Selection]
 
@@ -97,6 +97,28 @@ def merge_partitions(features: Tensor, selection: Selection, layout: ImageLayout
 def kept_features(packed: Tensor, plan: ImagePlan) -> Tensor:
     """The image's packed features [L, D] (layout order) cut to the plan."""
     return packed[plan.in_sequence.to(packed.device)]
+
+
+def keep_image_tokens(
+    layout: ImageLayout,
+    packed: Tensor,
+    selection: Selection,
+    config: HiREDConfig,
+    image_size: tuple[int, int],
+    count_known: bool,
+) -> tuple[Tensor, ImageReport]:
+    """One image's last step, as every backend runs it: the plan of ``selection``, checked against
+    :func:`planned_tokens` (the count a serving engine sized its placeholders with), and the packed
+    features [L, D] (merges already applied) cut to it. Returns the kept features (newlines
+    included) and the image's report."""
+    plan = plan_image(layout, selection, config, image_size)
+    planned = planned_tokens(layout, config, count_known)
+    if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
+        raise HiREDError(
+            f"internal error: planned {planned} image tokens for a {image_size[0]}x{image_size[1]} image but the "
+            f"plan gives {plan.llm_tokens} ({config.method}); please report it"
+        )
+    return kept_features(packed, plan), plan.report
 
 
 def planned_tokens(layout: ImageLayout, config: HiREDConfig, count_known: bool) -> int | None:

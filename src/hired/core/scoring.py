@@ -7,8 +7,23 @@ of the attention matrix, never the N x N matrix, and the model's attention kerne
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """One score row to record: at encoder layer ``layer``, over ``heads`` heads (1 = the full
+    width as one head), in ``dtype`` (None = the model's own dtype); ``kind`` "cls" (the CLS row,
+    :func:`cls_attention`) or "received" (the mean attention each token receives,
+    :func:`received_attention`)."""
+
+    layer: int
+    heads: int
+    dtype: torch.dtype | None = torch.float32
+    kind: str = "cls"
 
 
 def cls_attention(q_cls: Tensor, keys: Tensor, num_heads: int, dtype: torch.dtype | None = torch.float32) -> Tensor:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
+from hired.config import HiREDConfig
 from hired.core.allocation import partition_budgets
+from hired.errors import ConfigError
 
 
 def topk_masks(scores: Tensor, budgets: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -28,7 +32,7 @@ def select_tokens(
     final_scores: Tensor,
     init_scores: Tensor,
     grid: tuple[int, int],
-    budget: int,
+    budget: int | float,
     alpha: float,
     mode: str = "exact",
     valid: Tensor | None = None,
@@ -38,17 +42,28 @@ def select_tokens(
     final_scores: [P, N] final-layer CLS attention (summed over heads) of every partition,
         full view first, sub-images row-major. init_scores: [N] early-layer CLS attention of
         the full view. grid: (rows, cols) of sub-images (P = rows * cols + 1, or P = 1 for a
-        single-partition model). budget: total tokens to keep. alpha: full view's share.
+        single-partition model). budget: as in HiREDConfig, an int is the count of tokens to
+        keep, a float in (0, 1] a share of all P x N tokens (rounded in exact mode, floored in
+        official mode); anything else raises ConfigError. alpha: full view's share.
     mode "exact" keeps exactly ``min(budget, valid tokens)`` tokens and never a token outside
     ``valid`` (tokens that unpadding removes). mode "official" reproduces the published code:
     it selects on the padded grid and ignores ``valid``; the caller unpads afterwards.
     """
+    if final_scores.dim() != 2:
+        raise ConfigError(f"final_scores must be [P, N], got shape {tuple(final_scores.shape)}")
     P, N = final_scores.shape
     if init_scores.numel() != N:
-        raise ValueError(f"init_scores has {init_scores.numel()} tokens, final_scores rows have {N}")
+        raise ConfigError(f"init_scores has {init_scores.numel()} tokens, final_scores rows have {N}")
     if valid is not None and valid.shape != final_scores.shape:
-        raise ValueError(f"valid has shape {tuple(valid.shape)}, expected {(P, N)}")
-    return hired_selection(final_scores, init_scores.flatten(), grid, int(budget), alpha, mode, valid)[0]
+        raise ConfigError(f"valid has shape {tuple(valid.shape)}, expected {(P, N)}")
+    if isinstance(budget, Tensor) and budget.numel() == 1:
+        budget = budget.item()
+    if isinstance(budget, numbers.Integral) and not isinstance(budget, bool):
+        budget = int(budget)
+    elif isinstance(budget, numbers.Real) and not isinstance(budget, bool):
+        budget = float(budget)
+    count = HiREDConfig(budget=budget, alpha=alpha, allocation=mode).budget_tokens(P * N)  # validates all three
+    return hired_selection(final_scores, init_scores.flatten(), grid, count, alpha, mode, valid)[0]
 
 
 def hired_selection(

@@ -1,5 +1,5 @@
 """Local data: a seeded generator of high-resolution VQA scenes."""
 
-from hired.data.scenes import generate_scene, make_scenes, scene, split_of, words
+from hired.data.scenes import generate_scene, make_scenes, sample_scene, scene, split_of, words
 
-__all__ = ["generate_scene", "make_scenes", "scene", "split_of", "words"]
+__all__ = ["generate_scene", "make_scenes", "sample_scene", "scene", "split_of", "words"]

@@ -24,6 +24,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from hired.checks import at_least, output_folder
+from hired.results import progress_bar
+
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -232,25 +235,34 @@ def scene_records(seed: int, index: int) -> tuple[Image.Image, list[dict]]:
 def make_scenes(out_dir: str | Path, n: int, seed: int = 0, progress: bool = False) -> dict[str, Path]:
     """Write ``n`` scenes: ``out_dir/images/*.png`` and ``train.jsonl``, ``val.jsonl``, ``test.jsonl``.
     Returns {split: path of its JSONL}."""
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+
+    at_least(n, 1, "n")
+    at_least(seed, 0, "seed")
+    out = output_folder(out_dir)
+    output_folder(out / "images", "--out's images/")
     paths = {split: out / f"{split}.jsonl" for split in SPLITS}
     files = {split: open(path, "w", encoding="utf-8") for split, path in paths.items()}
-    indices = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="scenes", unit="scene")
     try:
-        for index in indices:
-            image, records = scene_records(seed, index)
-            name = f"images/s{seed}-{index:06d}.png"
-            image.save(out / name, optimize=False, compress_level=6)
-            split = split_of(seed, index)
-            for record in records:
-                record = {"id": record["id"], "image": name, **{k: v for k, v in record.items() if k != "id"}}
-                files[split].write(json.dumps(record) + "\n")
+        with progress_bar(progress) as bar:
+            for index in bar.track(range(n), description="scenes"):
+                image, records = scene_records(seed, index)
+                name = f"images/s{seed}-{index:06d}.png"
+                image.save(out / name, optimize=False, compress_level=6)
+                split = split_of(seed, index)
+                for record in records:
+                    record = {"id": record["id"], "image": name, **{k: v for k, v in record.items() if k != "id"}}
+                    files[split].write(json.dumps(record) + "\n")
     finally:
         for f in files.values():
             f.close()
     return paths
+
+
+SAMPLE = Path(__file__).resolve().parent / "sample.json"
+
+
+def sample_scene() -> tuple[Path, str, str]:
+    """(image path, question, answer) of the scene shipped in the package: what `hired run` asks
+    about when given no --image and no --prompt."""
+    sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    return SAMPLE.parent / sample["image"], sample["question"], sample["answer"]

@@ -5,27 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hired.results import write_result_files
+from hired.experiments import budget_label
+from hired.results import markdown_rows, write_result_files
+from hired.results import rich_table as draw_table
+
+COLUMNS = ["method", "budget", "kept tokens (mean)", "accuracy %", "95% CI", "n"]
+
+
+def header_line(results: dict[str, Any]) -> str:
+    return (f"Model: {results['model']}{' (random weights)' if results['random_weights'] else ''}; "
+            f"{results['n_items']} questions. Majority-answer baseline: {100 * results['majority']:.1f}% "
+            f"(per question kind: {100 * results['majority_per_kind']:.1f}%).")
+
+
+def table_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for row in results["results"]:
+        kept = "all" if row["mean_kept"] is None else f"{row['mean_kept']:.0f} / {row['mean_total']:.0f}"
+        low, high = row["ci95"]
+        rows.append([row["method"], budget_label(row), kept, f"{100 * row['accuracy']:.1f}",
+                     f"{100 * low:.1f}-{100 * high:.1f}", str(row["n"])])
+    return rows
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    lines = [
-        f"Model: {results['model']}{' (random weights)' if results['random_weights'] else ''}; "
-        f"{results['n_items']} questions. Majority-answer baseline: {100 * results['majority']:.1f}% "
-        f"(per question kind: {100 * results['majority_per_kind']:.1f}%).",
-        "",
-        "| method | budget | kept tokens (mean) | accuracy % | 95% CI | n |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in results["results"]:
-        budget = "all" if row["budget"] is None else row["budget"]
-        kept = "all" if row["mean_kept"] is None else f"{row['mean_kept']:.0f} / {row['mean_total']:.0f}"
-        low, high = row["ci95"]
-        lines.append(
-            f"| {row['method']} | {budget} | {kept} | {100 * row['accuracy']:.1f} | "
-            f"{100 * low:.1f}-{100 * high:.1f} | {row['n']} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join([header_line(results), "", *markdown_rows(COLUMNS, table_rows(results))]) + "\n"
+
+
+def rich_table(results: dict[str, Any]):
+    return draw_table("hired eval", COLUMNS, table_rows(results))
 
 
 def kept_share(row: dict[str, Any]) -> float:
@@ -46,7 +54,7 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
     for row in results["results"]:
         if row["budget"] is None:
             ax.axhline(100 * row["accuracy"], color="black", linestyle="--", label=f"{row['method']} (all tokens)")
-        elif isinstance(row["budget"], float):
+        elif isinstance(row["budget"], float) or row.get("adaptive"):
             by_method.setdefault(row["method"], []).append(row)
     for method, rows in by_method.items():
         rows = sorted(rows, key=kept_share)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -10,14 +11,30 @@ from typing import Any
 import torch
 
 import hired
-from hired.errors import HiREDError
+from hired.checks import at_least, output_folder
+from hired.errors import DataError
 from hired.evaluation.metrics import confidence_interval, normalize_answer, score
 from hired.experiments import Arm
 from hired.images import load_image
 from hired.loading import LoadedModel
+from hired.results import progress_bar
+
+CACHE_VERSION = 2  # cached rows carry the fingerprint of the item they answer
 
 
-def read_cache(path: Path) -> dict[str, dict]:
+def item_key(item: dict) -> str:
+    """Fingerprint of what the model is asked: the question and the image file's bytes. A cached
+    answer is reused only for the same fingerprint, so another --data into the same --out, whose
+    ids collide, is caught."""
+    digest = hashlib.sha1(item["question"].encode("utf-8"))
+    with open(item["image"], "rb") as f:
+        digest.update(hashlib.sha1(f.read()).digest())
+    return digest.hexdigest()
+
+
+def read_cache(path: Path, keys: dict[str, str]) -> dict[str, dict]:
+    """Cached answers of ``path`` by item id; DataError where one answers another item of the same
+    id (``keys``: fingerprint per item id) than the data given now."""
     if not path.is_file():
         return {}
     rows = {}
@@ -26,6 +43,9 @@ def read_cache(path: Path) -> dict[str, dict]:
             row = json.loads(line)
         except json.JSONDecodeError:  # a line cut short by an interrupted run
             continue
+        if row["id"] in keys and row.get("key") != keys[row["id"]]:
+            raise DataError(f"{path.parent.parent} holds a cached answer for id {row['id']!r} of another question or "
+                            f"image (other --data?); pass another --out or delete it")
         rows[row["id"]] = row
     return rows
 
@@ -35,16 +55,19 @@ def check_run_settings(out: Path, settings: dict[str, Any]) -> None:
     ``out/settings.json`` records them, and a different run into the same folder is refused."""
     path = out / "settings.json"
     if path.is_file():
-        cached = json.loads(path.read_text())
+        try:
+            cached = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DataError(f"{path} is not the settings file of a hired eval run; pass another --out") from None
         changed = {k: (cached.get(k), v) for k, v in settings.items() if cached.get(k) != v}
         if changed:
             what = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise HiREDError(f"{out} holds cached answers of another run ({what}); pass another --out or delete it")
-    out.mkdir(parents=True, exist_ok=True)
+            raise DataError(f"{out} holds cached answers of another run ({what}); pass another --out or delete it")
+    output_folder(out)
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def answer_batch(loaded: LoadedModel, batch: list[dict], max_new_tokens: int) -> list[dict]:
+def answer_batch(loaded: LoadedModel, batch: list[dict], max_new_tokens: int, keys: dict[str, str]) -> list[dict]:
     """Generate answers for a batch of items; with HiRED applied, also what was kept."""
     model, processor = loaded.model, loaded.processor
     images = [load_image(item["image"]) for item in batch]
@@ -55,7 +78,7 @@ def answer_batch(loaded: LoadedModel, batch: list[dict], max_new_tokens: int) ->
     report = getattr(model, "hired_report", None)
     rows = []
     for i, (item, text) in enumerate(zip(batch, texts)):
-        row = {"id": item["id"], "prediction": text.strip()}
+        row = {"id": item["id"], "key": keys[item["id"]], "prediction": text.strip()}
         if report is not None:
             row["kept"], row["total"] = report.images[i].kept, report.images[i].total
         rows.append(row)
@@ -85,6 +108,7 @@ def summarize(arm: Arm, items: list[dict], rows: dict[str, dict]) -> dict[str, A
         "arm": arm.key,
         "method": arm.method,
         "budget": arm.budget,
+        "adaptive": arm.adaptive,
         "n": len(scores),
         "accuracy": sum(scores) / len(scores),
         "ci95": [low, high],
@@ -106,18 +130,21 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Answer every item under every arm (skipping answers already cached in ``out_dir``)."""
-    from rich.progress import Progress
 
+    at_least(batch_size, 1, "batch_size")
+    at_least(max_new_tokens, 1, "max_new_tokens")
     out = Path(out_dir)
-    check_run_settings(out, {"model": loaded.name, "max_new_tokens": max_new_tokens, "alpha": alpha, "seed": seed})
-    (out / "answers").mkdir(parents=True, exist_ok=True)
+    check_run_settings(out, {"model": loaded.name, "max_new_tokens": max_new_tokens, "alpha": alpha, "seed": seed,
+                             "cache_version": CACHE_VERSION})
+    output_folder(out / "answers")
+    keys = {item["id"]: item_key(item) for item in items}
     summaries = []
     todo_total = 0
     caches = {}
     for arm in arms:
-        caches[arm.key] = read_cache(out / "answers" / f"{arm.key}.jsonl")
+        caches[arm.key] = read_cache(out / "answers" / f"{arm.key}.jsonl", keys)
         todo_total += sum(item["id"] not in caches[arm.key] for item in items)
-    with Progress(disable=not progress, transient=True) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("answering", total=todo_total)
         for arm in arms:
             config = arm.config(alpha, seed)
@@ -130,7 +157,7 @@ def evaluate(
             bar.update(task, description=f"answering [{arm.key}]")
             with (out / "answers" / f"{arm.key}.jsonl").open("a") as cache:
                 for start in range(0, len(todo), batch_size):
-                    for row in answer_batch(loaded, todo[start : start + batch_size], max_new_tokens):
+                    for row in answer_batch(loaded, todo[start : start + batch_size], max_new_tokens, keys):
                         rows[row["id"]] = row
                         cache.write(json.dumps(row) + "\n")
                     cache.flush()

@@ -12,13 +12,15 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
 from hired.core.plan import planned_tokens
+from hired.core.scoring import ScoreRequest
 from hired.errors import ConfigError, ImageTokenMismatchError, UnsupportedModelError
-from hired.policies.registry import is_count_known
+from hired.policies.registry import is_count_known, scoring_of
 
 
 @lru_cache(maxsize=None)
@@ -79,7 +81,8 @@ class Family:
 
     def scoring_layers(self, model_config: Any, config: HiREDConfig) -> tuple[int, int]:
         """(init, final) encoder-layer indices, 0-based: phase 1's early layer and the layer whose
-        CLS attention ranks tokens (by default the one producing the model's features)."""
+        CLS attention ranks tokens (by default the one producing the model's features, or the
+        encoder's last layer for policies whose reference scores there)."""
         count = self.vision_layer_count(model_config)
 
         def index(value: int, name: str) -> int:
@@ -90,11 +93,35 @@ class Family:
         init = index(config.init_layer, "init_layer")
         if config.final_layer is not None:
             return init, index(config.final_layer, "final_layer")
+        if scoring_of(config.method).layer == "last":  # e.g. PruMerge's reference: the encoder's last layer
+            return init, count - 1
         hidden = self.feature_layer(model_config)
         final = count + hidden if hidden < 0 else hidden - 1  # the layer whose output is hidden_states[hidden]
         if not 0 <= final < count:
             raise ConfigError(f"vision_feature_layer={hidden} has no attention layer to score with")
         return init, final
+
+    def score_requests(self, model_config: Any, config: HiREDConfig) -> dict[str, ScoreRequest]:
+        """The two CLS-attention rows a backend records: "init" (phase 1) and "final" (ranking),
+        with the policy's heads (one full-width head where it asks) and dtype (the model's own in
+        official mode, as the published code; float32 otherwise)."""
+        init, final = self.scoring_layers(model_config, config)
+        heads = self.num_heads(model_config)
+        dtype = None if config.allocation == "official" else torch.float32
+        kind = self.score_kind(model_config, config)
+        return {"init": ScoreRequest(init, heads, dtype, kind),
+                "final": ScoreRequest(final, 1 if scoring_of(config.method).single_head else heads, dtype, kind)}
+
+    def score_kind(self, model_config: Any, config: HiREDConfig) -> str:
+        """``config.score``, or by default "cls" where the encoder has a CLS token and "received"
+        where it has none; "cls" without a CLS token is refused."""
+        has_cls = self.has_cls(model_config)
+        kind = config.score or ("cls" if has_cls else "received")
+        if kind == "cls" and not has_cls:
+            raise UnsupportedModelError(
+                "this model's vision encoder has no CLS token to score with; use score='received'"
+            )
+        return kind
 
     # -- transformers models ------------------------------------------------------------------
     def check_model(self, model: nn.Module) -> None:
@@ -145,11 +172,11 @@ class Family:
         in ``mm_encoder_outputs["image"].pooler_output`` (LLaVA-NeXT: the list itself)."""
         return features
 
-    def load_processor(self, model_id: str, model_config: Any) -> Any:
+    def load_processor(self, model_id: str, model_config: Any, **kwargs: Any) -> Any:
         """The processor of a checkpoint (hub id or folder), as transformers loads it."""
         from transformers import AutoProcessor
 
-        return AutoProcessor.from_pretrained(model_id)
+        return AutoProcessor.from_pretrained(model_id, **kwargs)
 
     def prepare_processor(self, processor: Any, model_config: Any) -> Any:
         """The processor a loaded checkpoint is used with (some families need more from it)."""

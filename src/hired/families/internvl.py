@@ -176,17 +176,17 @@ class InternVLFamily(Family):
         sizes = image_sizes.tolist() if isinstance(image_sizes, Tensor) else list(image_sizes)
         return [(int(h), int(w)) for h, w in sizes]
 
-    def load_processor(self, model_id: str, model_config: Any) -> Any:
+    def load_processor(self, model_id: str, model_config: Any, **kwargs: Any) -> Any:
         """``AutoProcessor``; where its video processor cannot load (no torchvision), the image
         processor and tokenizer alone (images need nothing else)."""
         from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, InternVLProcessor
         from transformers.utils import is_torchvision_available
 
         if is_torchvision_available():
-            return AutoProcessor.from_pretrained(model_id)
+            return AutoProcessor.from_pretrained(model_id, **kwargs)
         base = InternVLProcessor.__new__(InternVLProcessor)
-        base.image_processor = AutoImageProcessor.from_pretrained(model_id)
-        base.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        base.image_processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
+        base.tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
         base.video_processor, base.chat_template = None, getattr(base.tokenizer, "chat_template", None)
         base.image_seq_length = self.tokens_per_partition(model_config)  # 256 for 448 px tiles
         return base

@@ -11,26 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from hired.core.scoring import cls_attention, received_attention
+from hired.core.scoring import ScoreRequest, cls_attention, received_attention
 
 QKModules = tuple[nn.Module, nn.Module]  # the modules whose outputs are a layer's q and K
-
-
-@dataclass(frozen=True)
-class ScoreRequest:
-    """One score row to record: at encoder layer ``layer``, over ``heads`` heads (1 = the full
-    width as one head), in ``dtype`` (None = the model's own dtype); ``kind`` "cls" (the CLS row)
-    or "received" (the mean attention each token receives)."""
-
-    layer: int
-    heads: int
-    dtype: torch.dtype | None = torch.float32
-    kind: str = "cls"
 
 
 class CLSAttentionRecorder:

@@ -11,6 +11,7 @@ own merge of text and image embeddings, its attention kernels and its cache are 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,16 +20,16 @@ import torch
 from torch import Tensor, nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from hired.backends.hf.hooks import ScoreRequest, record_cls_attention
+from hired.backends.hf.hooks import record_cls_attention
 from hired.backends.hf.prompt import shrink_prompt
 from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
-from hired.core.plan import kept_features, merge_partitions, plan_image, planned_tokens, select
+from hired.core.plan import keep_image_tokens, merge_partitions, select
 from hired.core.report import HiREDReport, ImageReport
 from hired.core.view import Selection
-from hired.errors import HiREDError, UnsupportedModelError
+from hired.errors import InputError
 from hired.families import family_for_model
-from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known, scoring_of
+from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known
 
 # [B, L] inputs that must shrink together with input_ids.
 PER_TOKEN_INPUTS = ("labels", "token_type_ids", "mm_token_type_ids")
@@ -57,22 +58,9 @@ class HFPatch:
         self.family.check_model(model)
         self.layers = self.family.vision_layers(model)
         self.num_heads = self.family.num_heads(model.config)
-        self.init_layer, self.final_layer = self.family.scoring_layers(model.config, config)
-        scoring = scoring_of(config.method)
-        if config.final_layer is None and scoring.layer == "last":
-            self.final_layer = self.family.vision_layer_count(model.config) - 1
-        has_cls = self.family.has_cls(model.config)
-        self.score = config.score or ("cls" if has_cls else "received")
-        if self.score == "cls" and not has_cls:
-            raise UnsupportedModelError(
-                f"{type(model).__name__}'s vision encoder has no CLS token to score with; use score='received'"
-            )
-        # official mode scores in the model's dtype, as the published code does
-        dtype = None if config.allocation == "official" else torch.float32
-        self.requests = {
-            "init": ScoreRequest(self.init_layer, self.num_heads, dtype, self.score),
-            "final": ScoreRequest(self.final_layer, 1 if scoring.single_head else self.num_heads, dtype, self.score),
-        }
+        self.requests = self.family.score_requests(model.config, config)
+        self.init_layer, self.final_layer = self.requests["init"].layer, self.requests["final"].layer
+        self.score = self.requests["final"].kind  # "cls" or "received"
         self.merges = config.method in NEEDS_KEYS
         self.count_known = is_count_known(config)
 
@@ -129,15 +117,9 @@ class HFPatch:
         """Each image's plan: kept features (newlines included) and its report."""
         features, reports = [], []
         for size, layout, packed, selection in zip(batch.sizes, batch.layouts, batch.packed, batch.selections):
-            plan = plan_image(layout, selection, self.config, size)
-            planned = planned_tokens(layout, self.config, self.count_known)
-            if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
-                raise HiREDError(
-                    f"internal error: planned {planned} image tokens for a {size[0]}x{size[1]} image but the "
-                    f"plan gives {plan.llm_tokens} ({self.config.method}); please report it"
-                )
-            features.append(kept_features(packed, plan))
-            reports.append(plan.report)
+            kept, report = keep_image_tokens(layout, packed, selection, self.config, size, self.count_known)
+            features.append(kept)
+            reports.append(report)
         return features, reports
 
     def encode_images(
@@ -150,11 +132,15 @@ class HFPatch:
     def prepare(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Encode images, keep the budget, shorten the prompt: kwargs for the original call."""
         if kwargs.get("input_ids") is None:
-            raise HiREDError("hired needs input_ids to find the image placeholders; pass input_ids, not inputs_embeds")
+            raise InputError("hired needs input_ids to find the image placeholders; pass input_ids, not inputs_embeds")
         if kwargs.get("position_ids") is not None:
-            raise HiREDError("position_ids cannot be combined with token dropping; leave them out")
+            raise InputError("position_ids cannot be combined with token dropping; leave them out")
         kwargs = dict(kwargs)
         pixel_values = kwargs.pop("pixel_values")
+        if not isinstance(pixel_values, Tensor):
+            raise InputError(f"pixel_values must be a tensor, got {type(pixel_values).__name__}")
+        if pixel_values.is_floating_point() and not bool(torch.isfinite(pixel_values).all()):
+            raise InputError("pixel_values hold NaN or infinite values; no token can be ranked by them")
         image_sizes = kwargs.pop("image_sizes", None)
         encoder_kwargs = {key: kwargs.pop(key) for key in ENCODER_OPTIONS if kwargs.get(key) is not None}
         features, reports = self.encode_images(pixel_values, image_sizes, **encoder_kwargs)
@@ -187,32 +173,54 @@ class HFPatch:
     def wrap_forward(self, original: Callable) -> Callable:
         @functools.wraps(original)
         def forward(*args: Any, **kwargs: Any):
-            if args:
-                kwargs["input_ids"], args = args[0], args[1:]
+            kwargs = named_arguments(original, args, kwargs)
             if kwargs.get("pixel_values") is None:
-                return original(*args, **kwargs)
-            return original(*args, **self.prepare(kwargs))
+                return original(**kwargs)
+            return original(**self.prepare(kwargs))
 
         return forward
 
     def wrap_generate(self, original: Callable) -> Callable:
         @functools.wraps(original)
         def generate(*args: Any, **kwargs: Any):
-            if args:
-                kwargs["input_ids"], args = args[0], args[1:]
+            kwargs = named_arguments(original, args, kwargs)
             if kwargs.get("inputs") is not None:
                 kwargs["input_ids"] = kwargs.pop("inputs")
             if kwargs.get("pixel_values") is None:
                 self.model.hired_report = None
-                return original(*args, **kwargs)
-            prompt = kwargs["input_ids"]
+                return original(**kwargs)
             with torch.no_grad():
                 prepared = self.prepare(kwargs)
             short_len = prepared["input_ids"].shape[1]
-            out = original(*args, **prepared)
-            return restore_prompt(out, prompt, short_len)
+            out = original(**prepared)
+            return restore_prompt(out, kwargs["input_ids"], short_len)
 
         return generate
+
+
+def named_arguments(original: Callable, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by name, positional ones mapped by ``original``'s own signature (as the
+    unpatched model takes ``model(input_ids, pixel_values, image_sizes)``); InputError where the
+    unpatched model would refuse them too."""
+    if not args:
+        return dict(kwargs)
+    signature = inspect.signature(original)
+    try:
+        bound = signature.bind_partial(*args, **kwargs)
+    except TypeError as error:
+        raise InputError(f"{getattr(original, '__name__', 'the call')}: {error}") from None
+    named: dict[str, Any] = {}
+    for name, value in bound.arguments.items():
+        kind = signature.parameters[name].kind
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif kind is inspect.Parameter.VAR_POSITIONAL:
+            if value:
+                raise InputError(f"{getattr(original, '__name__', 'the call')} got {len(value)} extra positional "
+                                 f"arguments that hired cannot name; pass them by keyword")
+        else:
+            named[name] = value
+    return named
 
 
 def restore_prompt(output: Any, prompt: Tensor, short_len: int) -> Any:

@@ -1,0 +1,38 @@
+"""Checks of the commands' arguments shared by their modules: counts and output paths, made before
+any long work starts (each raises OptionError naming the option)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hired.errors import OptionError
+
+
+def at_least(value: object, minimum: int, option: str) -> int:
+    """``value`` as an int >= ``minimum``; OptionError otherwise (bools and floats included)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(f"{option} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def output_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a folder to write into, created if missing; OptionError if it is a file or
+    cannot be created."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"{option} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OptionError(f"{option} {folder}: cannot create the folder ({error.strerror})") from None
+    return folder
+
+
+def output_file(path: str | Path, option: str = "--out") -> Path:
+    """``path`` as a file to write, its folder created if missing; OptionError if it is a folder
+    or its folder cannot be created."""
+    file = Path(path)
+    if file.is_dir():
+        raise OptionError(f"{option} {file} is a folder; give a file name such as kept.png")
+    output_folder(file.parent, f"the folder of {option}")
+    return file

@@ -1,0 +1,456 @@
+"""Classes of input, seeded: any picture a user can open gives a correct result or one clear line;
+any command-line value out of range gives exit code 2 and one line on stderr, never a traceback;
+every misuse of the API raises a typed HiREDError subclass.
+
+Pictures: sizes and aspect ratios up to 100:1 and beyond (through the API on the tiny models of
+real geometry, and through `hired run` on the demo model), pixel modes and bit depths, EXIF
+orientation, corrupt and truncated files, decompression bombs, NaN pixels.
+"""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import noise_image
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+import hired
+from hired.cli import app
+from hired.data.scenes import sample_scene
+from hired.errors import (
+    ConfigError,
+    DataError,
+    ImageLoadError,
+    ImageTokenMismatchError,
+    InputError,
+    ModelLoadError,
+    OptionError,
+    UnsupportedModelError,
+)
+from hired.evaluation.data import load_items
+from hired.images import load_image
+
+runner = CliRunner()
+RNG = random.Random(14)
+# (height, width): the extremes named in issue 14, then seeded draws of aspect ratios up to 100:1.
+EXTREME_SIZES = [(200, 20000), (20000, 200), (2, 3000), (3000, 2), (1, 1), (1, 100), (100, 1)]
+DRAWN_SIZES = [
+    (max(1, round(side / ratio ** 0.5)), max(1, round(side * ratio ** 0.5)))
+    for side, ratio in ((RNG.randint(20, 900), 10 ** RNG.uniform(-2, 2)) for _ in range(6))
+]
+FIXED = ["hired", "random", "spatial", "visionzip", "prumerge+-fixed"]
+
+
+# -- pictures of any size through the API ----------------------------------------------------
+def image_inputs(processor, height, width, seed=0):
+    return processor(images=noise_image(height, width, seed), text="<image>\nwhat is it", return_tensors="pt")
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava"])
+def test_any_aspect_ratio_keeps_the_exact_budget_and_parity_at_full_budget(family, tiny_next, tiny_llava):
+    model, processor = tiny_next if family == "llava_next" else tiny_llava
+    try:
+        sizes = EXTREME_SIZES + DRAWN_SIZES
+        if family == "llava":  # its processor scales the short side to 336 px: 3000 x 2 would be 504000 x 336
+            sizes = [(h, w) for h, w in sizes if max(h, w) / min(h, w) <= 100 and max(h, w) <= 2000]
+        for i, (height, width) in enumerate(sizes):
+            inputs = image_inputs(processor, height, width, seed=i)
+            hired.remove(model)
+            with torch.no_grad():
+                reference = model(**inputs).logits[0, -1]
+            hired.apply(model, hired.HiREDConfig(budget=1.0))
+            with torch.no_grad():
+                full = model(**inputs).logits[0, -1]
+            report = model.hired_report.images[0]
+            assert report.llm_tokens == report.llm_tokens_full, (height, width)
+            torch.testing.assert_close(full, reference, atol=1e-4, rtol=1e-4)
+            method = FIXED[i % len(FIXED)]
+            config = hired.HiREDConfig(budget=0.2, method=method)
+            hired.apply(model, config)
+            with torch.no_grad():
+                model(**inputs)
+            report = model.hired_report.images[0]
+            valid = int(report.valid.sum())
+            assert report.kept == min(config.budget_tokens(report.total), valid), (height, width, method)
+            assert int((report.keep_mask & ~report.valid).sum()) == 0
+    finally:
+        hired.remove(model)
+
+
+def test_a_picture_whose_sub_images_unpadding_empties_spends_the_budget_on_the_full_view(tiny_next):
+    model, processor = tiny_next
+    try:
+        hired.apply(model, hired.HiREDConfig(budget=0.2))
+        with torch.no_grad():
+            model(**image_inputs(processor, 200, 20000))
+        report = model.hired_report.images[0]
+        assert report.partition_budgets[0] == report.budget and sum(report.partition_budgets[1:]) == 0
+        assert report.kept == report.budget
+    finally:
+        hired.remove(model)
+
+
+@pytest.mark.parametrize("size", ["20000x200", "200x20000", "3000x2", "2x3000", "100x1"])
+def test_hired_run_on_the_demo_model_takes_extreme_aspect_ratios(tmp_path, size):
+    width, height = (int(v) for v in size.split("x"))
+    path = tmp_path / f"{size}.png"
+    noise_image(height, width).save(path)
+    for budget in ("1.0", "0.2"):
+        result = runner.invoke(app, ["run", "-i", str(path), "-p", "what color is the star?", "--budget", budget,
+                                     "--max-new-tokens", "2", "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+        if budget == "1.0":
+            assert data["llm_image_tokens"] == data["llm_image_tokens_full"]
+        else:
+            assert data["kept"] == round(0.2 * data["total"])
+
+
+def test_viz_eval_and_bench_take_extreme_aspect_ratios(tmp_path):
+    picture = tmp_path / "wide.png"
+    noise_image(200, 20000).save(picture)
+    viz = runner.invoke(app, ["viz", "-i", str(picture), "--out", str(tmp_path / "kept.png"), "--methods",
+                              "hired,visionzip,prumerge+,spatial"])
+    assert viz.exit_code == 0, viz.output
+    assert "hired: kept 51/256, per partition [51, 0, 0, 0]" in viz.stdout
+    data = tmp_path / "wide.jsonl"
+    data.write_text(json.dumps({"id": "w", "image": "wide.png", "question": "what color is the star?",
+                                "answer": "red"}) + "\n")
+    ev = runner.invoke(app, ["eval", "--data", str(data), "--out", str(tmp_path / "ev"), "--methods", "hired",
+                             "--budgets", "0.2", "--max-new-tokens", "1"])
+    assert ev.exit_code == 0, ev.output
+    rows = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    assert rows[1]["mean_kept"] == 51 and rows[1]["mean_total"] == 256
+    bench = runner.invoke(app, ["bench", "--image", "16000x100", "--runs", "1", "--warmup", "0", "--new-tokens", "1",
+                                "--budgets", "1.0,0.2", "--methods", "full,hired", "--no-progress",
+                                "--out", str(tmp_path / "bench")])
+    assert bench.exit_code == 0, bench.output
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())["results"]
+    assert [row["kept"] for row in rows] == [576, 576, round(0.2 * rows[0]["total"])]
+
+
+# -- picture files: modes, bit depths, EXIF, corrupt, bombs ------------------------------------
+def save(image, path, **kwargs):
+    image.save(path, **kwargs)
+    return path
+
+
+def test_modes_convert_as_transformers_does(tmp_path):
+    size = (40, 30)
+    white = (255, 255, 255)
+    cases = {
+        "1.png": (Image.new("1", size, 1), white),
+        "l.png": (Image.new("L", size, 77), (77, 77, 77)),
+        "la.png": (Image.new("LA", size, (0, 0)), white),  # transparent black -> white
+        "rgba.png": (Image.new("RGBA", size, (255, 0, 0, 0)), white),
+        "rgba-opaque.png": (Image.new("RGBA", size, (255, 0, 0, 255)), (255, 0, 0)),
+        "cmyk.jpg": (Image.new("CMYK", size, (0, 0, 0, 0)), white),
+        "rgb.jpg": (Image.new("RGB", size, (10, 200, 30)), None),
+    }
+    palette = Image.new("P", size, 1)
+    palette.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    cases["p.png"] = (palette, (10, 20, 30))
+    for name, (image, expected) in cases.items():
+        loaded = load_image(save(image, tmp_path / name))
+        assert loaded.mode == "RGB" and loaded.size == size, name
+        if expected is not None:
+            assert loaded.getpixel((5, 5)) == expected, name
+    transparent = save(palette, tmp_path / "p-transparent.png", transparency=1)
+    assert load_image(transparent).getpixel((5, 5)) == white
+
+
+def test_deep_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path):
+    ramp16 = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    image = Image.fromarray(ramp16)
+    assert image.mode == "I;16"
+    loaded = np.asarray(load_image(save(image, tmp_path / "ramp16.png")))[:, :, 0]
+    assert loaded.min() == 0 and loaded.max() == 255 and len(np.unique(loaded)) == 256
+    int32 = Image.fromarray(np.full((8, 8), 32896, np.int32))  # mode I, 16-bit range
+    assert load_image(save(int32, tmp_path / "i.tiff")).getpixel((0, 0)) == (128, 128, 128)
+    floats = Image.fromarray(np.full((8, 8), 0.5, np.float32))  # mode F in [0, 1]
+    assert load_image(save(floats, tmp_path / "f.tiff")).getpixel((0, 0)) == (128, 128, 128)
+
+
+def test_nan_pixels_are_refused(tmp_path):
+    values = np.zeros((8, 8), np.float32)
+    values[3, 3] = np.nan
+    with pytest.raises(ImageLoadError, match="NaN"):
+        load_image(save(Image.fromarray(values), tmp_path / "nan.tiff"))
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 6, 8])
+def test_exif_orientation_is_applied(tmp_path, orientation):
+    image = Image.new("RGB", (60, 30), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, 10, 10))  # a red corner to follow
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = save(image, tmp_path / f"o{orientation}.png", exif=exif)
+    with Image.open(path) as raw:
+        expected = ImageOps.exif_transpose(raw).convert("RGB")
+    loaded = load_image(path)
+    assert loaded.size == expected.size
+    assert loaded.size == ((30, 60) if orientation in (6, 8) else (60, 30))
+    assert np.array_equal(np.asarray(loaded), np.asarray(expected))
+
+
+def test_corrupt_truncated_and_bomb_files_raise_image_load_error(tmp_path, monkeypatch):
+    good = save(noise_image(64, 64), tmp_path / "good.png")
+    cases = {
+        "missing.png": None,
+        "text.png": b"not a picture at all",
+        "empty.png": b"",
+        "cut.png": good.read_bytes()[:300],
+        "garbled.png": good.read_bytes()[:60] + bytes(RNG.randrange(256) for _ in range(400)),
+    }
+    for name, data in cases.items():
+        if data is not None:
+            (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageLoadError):
+            load_image(tmp_path / name)
+    with pytest.raises(ImageLoadError):
+        load_image(tmp_path)  # a folder
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4096 px: over 2x the limit (Pillow's error)
+    with pytest.raises(ImageLoadError, match="decompression bombs"):
+        load_image(good)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x (Pillow only warns)
+    with pytest.raises(ImageLoadError, match="decompression bombs"):
+        load_image(good)
+
+
+def test_cli_names_a_bomb_in_one_line(tmp_path, monkeypatch):
+    path = save(noise_image(64, 64), tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    result = runner.invoke(app, ["run", "-i", str(path), "-p", "x"])
+    assert result.exit_code == 2 and "too large to decode safely" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- every command-line option's bad values ----------------------------------------------------
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    picture = save(noise_image(60, 80), root / "pic.png")
+    a_file = root / "a-file"
+    a_file.write_text("x")
+    empty = root / "empty-folder"
+    empty.mkdir()
+    data = root / "items.jsonl"
+    data.write_text(json.dumps({"id": "a", "image": "pic.png", "question": "what", "answer": "one"}) + "\n")
+    return {"pic": str(picture), "file": str(a_file), "empty": str(empty), "data": str(data), "root": root}
+
+
+def bad_values(files):
+    """(command line, words the error names) for every class of bad value of every option."""
+    pic, file, empty, data = files["pic"], files["file"], files["empty"], files["data"]
+    run = ["run", "-i", pic, "-p", "x"]
+    ev = ["eval", "--data", data, "--out", str(files["root"] / "ev")]
+    bench = ["bench", "--no-progress", "--out", str(files["root"] / "bo")]
+    viz = ["viz", "-i", pic, "--out", str(files["root"] / "k.png")]
+    make = ["data", "make", "--out", str(files["root"] / "scenes")]
+    cases = []
+    for command in (run, viz):
+        cases += [
+            (command + ["--budget", "0"], "budget"), (command + ["--budget", "-0.5"], "budget"),
+            (command + ["--budget", "nan"], "budget"), (command + ["--budget", "2.5"], "budget"),
+            (command + ["--budget", "many"], "budget"),
+            (command + ["--alpha", "-0.1"], "--alpha"), (command + ["--alpha", "1.5"], "--alpha"),
+            (command + ["--alpha", "nan"], "alpha"), (command + ["--alpha", "x"], "--alpha"),
+            (command + ["--device", "tpu"], "device"), (command + ["--device", "cuda:99"], "cuda"),
+            (command + ["--dtype", "float8"], "dtype"),
+            (command + ["--model", empty], "config.json"), (command + ["--model", file], "is a file"),
+            (command + ["--model", "/no/such/folder"], "no model folder"),
+            (command + ["--model", "no such id!"], "no model folder"),
+            (command + ["--model", "nosuch-org/nosuch-model"], "HF_HUB_OFFLINE"),
+            (command[:1] + ["-i", file] + command[3:], "not an image"),
+            (command[:1] + ["-i", empty] + command[3:], "not found"),
+            (command + ["--bogus"], "No such option"),
+        ]
+    cases += [
+        (run + ["--max-new-tokens", "0"], "--max-new-tokens"), (run + ["--max-new-tokens", "-3"], "--max-new-tokens"),
+        (run + ["--init-layer", "99"], "init_layer"), (run + ["--final-layer", "-99"], "final_layer"),
+        (run + ["--init-layer", "x"], "--init-layer"),
+        (run + ["--allocation", "fast"], "allocation"), (run + ["--method", "magic"], "unknown method"),
+        (["run", "-p", "only a prompt"], "--prompt needs an --image"), (["run", "-i", pic], "--image needs a --prompt"),
+        (viz + ["--colors", "1000"], "--colors"), (viz + ["--colors", "1"], "--colors"),
+        (viz + ["--panel", "5"], "--panel"), (viz + ["--seed", "-1"], "--seed"),
+        (viz + ["--methods", ","], "no method"), (viz[:3] + ["--out", empty], "is a folder"),
+        (ev + ["--limit", "0"], "--limit"), (ev + ["--limit", "-1"], "--limit"),
+        (ev + ["--batch-size", "0"], "--batch-size"), (ev + ["--max-new-tokens", "0"], "--max-new-tokens"),
+        (ev + ["--seed", "-1"], "--seed"), (ev + ["--alpha", "3"], "--alpha"),
+        (ev + ["--budgets", ""], "at least one budget"), (ev + ["--budgets", "0.2,x"], "budget"),
+        (ev + ["--methods", "hired,magic"], "unknown method"),
+        (["eval", "--data", pic], "not a JSONL"), (["eval", "--data", empty], "no evaluation data"),
+        (["eval", "--data", data, "--out", file], "is a file"),
+        (bench + ["--seed", "-1"], "--seed"), (bench + ["--runs", "0"], "--runs"),
+        (bench + ["--warmup", "-1"], "--warmup"), (bench + ["--new-tokens", "0"], "--new-tokens"),
+        (bench + ["--memory-cap-gb", "0"], "--memory-cap-gb"), (bench + ["--memory-cap-gb", "inf"], "--memory-cap-gb"),
+        (bench + ["--llm-layers", "0"], "--llm-layers"), (bench + ["--vit-layers", "1"], "--vit-layers"),
+        (bench + ["--llm-layers", "999"], "--llm-layers 999"), (bench + ["--vit-layers", "999"], "--vit-layers 999"),
+        (bench + ["--batch-size", "0"], "--batch-size"), (bench + ["--batch-size", "x"], "--batch-size"),
+        (bench + ["--image", "0x10"], "between 1x1"), (bench + ["--image", "big"], "WxH"),
+        (bench + ["--image", "99999x10"], "between 1x1"), (bench + ["--device", "tpu"], "device"),
+        (["bench", "--out", file], "is a file"),
+        (make + ["--n", "0"], "--n"), (make + ["--seed", "-1"], "--seed"),
+        (["data", "make", "--out", file], "is a file"),
+        (["data", "make"], "Missing option"), (["nosuch"], "No such command"),
+    ]
+    return cases
+
+
+def test_every_bad_option_value_exits_2_with_one_line(files):
+    failures = []
+    for args, words in bad_values(files):
+        result = runner.invoke(app, args)
+        lines = result.stderr.strip().splitlines()
+        if not (result.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error:")
+                and words.lower() in lines[0].lower() and "Traceback" not in result.output):
+            failures.append((args, result.exit_code, result.stderr[-300:], repr(result.exception)))
+    assert not failures, "\n".join(map(str, failures))
+
+
+def test_non_numeric_omp_num_threads_is_one_line(files, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "abc")
+    result = runner.invoke(app, ["run", "-i", files["pic"], "-p", "x"])
+    assert result.exit_code == 2 and "OMP_NUM_THREADS" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_run_with_no_arguments_asks_about_the_sample_scene():
+    path, question, answer = sample_scene()
+    assert path.is_file() and question and answer
+    result = runner.invoke(app, ["run", "--max-new-tokens", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["prompt"] == question and data["image"] == str(path)
+    assert data["decode_tokens_per_s"] is None  # one new token has no decode rate: null, not NaN
+    text = runner.invoke(app, ["run", "--max-new-tokens", "1"])
+    assert "(1 new token)" in text.stdout and "nan" not in text.stdout and "Loading weights" not in text.output
+
+
+def test_help_shows_no_type_on_flags():
+    for command in (["run", "--help"], ["bench", "--help"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0 and "<bool>" not in result.output and "x>=1" in result.output
+
+
+# -- evaluation data -------------------------------------------------------------------------
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_evaluation_data_is_checked_before_the_model(files, tmp_path):
+    (tmp_path / "pic.png").write_bytes(open(files["pic"], "rb").read())
+    item = {"id": "a", "image": "pic.png", "question": "what", "answer": "one"}
+    bad = {
+        "empty answers": [{**item, "answers": []}],
+        "empty answer": [{**item, "answer": " "}],
+        "no answer": [{k: v for k, v in item.items() if k != "answer"}],
+        "repeated id": [item, {**item, "question": "another"}],
+        "missing image": [{**item, "image": "nope.png"}],
+        "not an object": [[1, 2]],
+        "question not text": [{**item, "question": 3}],
+    }
+    for name, rows in bad.items():
+        with pytest.raises(DataError):
+            load_items(write_jsonl(tmp_path / f"{name}.jsonl", rows))
+    with pytest.raises(DataError, match="not a JSONL"):
+        load_items(files["pic"])
+    for limit in (0, -1, 1.5, True):
+        with pytest.raises(OptionError):
+            load_items(write_jsonl(tmp_path / "ok.jsonl", [item]), limit=limit)
+    assert [i["answers"] for i in load_items(write_jsonl(tmp_path / "n.jsonl", [{**item, "answers": [3, "x"]}]))] \
+        == [["3", "x"]]
+
+
+def test_other_data_into_the_same_out_is_refused_not_answered_from_the_cache(tmp_path):
+    first = save(noise_image(60, 80, seed=1), tmp_path / "one.png")
+    save(noise_image(60, 80, seed=2), tmp_path / "two.png")
+    row = {"id": "q1", "image": first.name, "question": "what color is the star?", "answer": "red"}
+    data_a = write_jsonl(tmp_path / "a.jsonl", [row])
+    data_b = write_jsonl(tmp_path / "b.jsonl", [{**row, "image": "two.png"}])
+    common = ["--out", str(tmp_path / "out"), "--methods", "prumerge+", "--budgets", "0.2,0.1", "--max-new-tokens", "1"]
+    first_run = runner.invoke(app, ["eval", "--data", str(data_a), *common])
+    assert first_run.exit_code == 0, first_run.output
+    results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert [(r["method"], r.get("adaptive")) for r in results] == [("full", False), ("prumerge+", True)]
+    assert runner.invoke(app, ["eval", "--data", str(data_a), *common]).exit_code == 0  # resumes
+    other = runner.invoke(app, ["eval", "--data", str(data_b), *common])
+    assert other.exit_code == 2 and "another question or image" in other.stderr
+
+
+# -- API misuse --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"budget": "0.2"}, {"budget": 0}, {"budget": 1.5}, {"budget": float("nan")}, {"budget": True},
+        {"alpha": 2}, {"alpha": "half"}, {"alpha": float("nan")}, {"init_layer": 1.5}, {"final_layer": "last"},
+        {"allocation": "fast"}, {"newlines": "some"}, {"method": ""}, {"method": 3}, {"seed": "x"}, {"seed": -1},
+        {"seed": 1.0}, {"seed": False},
+    ],
+)
+def test_every_config_field_is_type_and_range_checked(fields):
+    with pytest.raises(ConfigError):
+        hired.HiREDConfig(**fields)
+
+
+def test_api_misuse_raises_typed_errors(model_next):
+    model, processor = model_next
+    inputs = image_inputs(processor, 120, 160)
+    with pytest.raises(ConfigError):
+        hired.apply(model, {"budget": 0.2})
+    with pytest.raises(ConfigError):
+        hired.apply(model, hired.HiREDConfig(method="magic"))
+    with pytest.raises(UnsupportedModelError):
+        hired.apply(torch.nn.Linear(2, 2))
+    with pytest.raises(ModelLoadError):
+        hired.from_pretrained("/no/such/checkpoint")
+    with pytest.raises(ConfigError):
+        hired.select_tokens(torch.rand(5, 64), torch.rand(64), (2, 2), "many", 0.5)
+    hired.apply(model, hired.HiREDConfig(budget=0.2))
+    with pytest.raises(InputError, match="input_ids"):
+        model(inputs_embeds=torch.zeros(1, 4, 8), pixel_values=inputs["pixel_values"],
+              image_sizes=inputs["image_sizes"])
+    with pytest.raises(InputError, match="input_ids"):
+        model.generate(inputs_embeds=torch.zeros(1, 4, 8), pixel_values=inputs["pixel_values"],
+                       image_sizes=inputs["image_sizes"])
+    for bad in (float("nan"), float("inf")):
+        pixels = inputs["pixel_values"].clone()
+        pixels[0, 0, 0, 0, 0] = bad
+        with pytest.raises(InputError, match="NaN or infinite"):
+            model(input_ids=inputs["input_ids"], pixel_values=pixels, image_sizes=inputs["image_sizes"])
+    with pytest.raises(ImageTokenMismatchError):
+        model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
+    with pytest.raises(InputError):
+        model(*([inputs["input_ids"]] * 60))
+
+
+def test_select_tokens_reads_a_float_budget_as_a_share():
+    final, init = torch.rand(5, 64, generator=torch.Generator().manual_seed(0)), torch.rand(64)
+    assert int(hired.select_tokens(final, init, (2, 2), 0.2, 0.5).sum()) == round(0.2 * 320)
+    assert int(hired.select_tokens(final, init, (2, 2), 64, 0.5).sum()) == 64
+    assert int(hired.select_tokens(final, init, (2, 2), np.int64(7), 0.5).sum()) == 7
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava"])
+def test_positional_arguments_work_after_apply_as_before(family, tiny_next, tiny_llava):
+    model, processor = tiny_next if family == "llava_next" else tiny_llava
+    inputs = image_inputs(processor, 200, 300)
+    args = [inputs["input_ids"], inputs["pixel_values"]] + ([inputs["image_sizes"]] if family == "llava_next" else [])
+    try:
+        with torch.no_grad():
+            reference = model(*args).logits[0, -1]
+        hired.apply(model, hired.HiREDConfig(budget=1.0, newlines="all"))
+        with torch.no_grad():
+            patched = model(*args).logits[0, -1]
+        torch.testing.assert_close(patched, reference, atol=1e-4, rtol=1e-4)
+        hired.apply(model, hired.HiREDConfig(budget=0.2))
+        out = model.generate(inputs["input_ids"], pixel_values=inputs["pixel_values"], max_new_tokens=2,
+                             **({"image_sizes": inputs["image_sizes"]} if family == "llava_next" else {}))
+        assert out.shape[1] == inputs["input_ids"].shape[1] + 2
+        assert model.hired_report.kept == round(0.2 * model.hired_report.total)
+    finally:
+        hired.remove(model)
