@@ -46,6 +46,14 @@ def test_official_allocation_from_the_cli(picture):
     assert json.loads(result.stdout.strip().splitlines()[-1])["partition_budgets"][0] == 288
 
 
+def test_received_score_from_the_cli(picture):
+    result = runner.invoke(app, ["run", *TINY, "-i", str(picture), "-p", "x", "--score", "received", "--json",
+                                 "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["kept"] == round(0.2 * out["total"])
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -56,6 +64,7 @@ def test_official_allocation_from_the_cli(picture):
         (["--init-layer", "99"], "init_layer=99 is out of range"),
         (["--allocation", "fast"], "allocation must be"),
         (["--method", "magic"], "unknown method 'magic'"),
+        (["--score", "bogus"], "score must be one of cls, received"),
         (["--model", "/no/such/model"], "no model folder '/no/such/model'"),
     ],
 )

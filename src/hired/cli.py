@@ -89,13 +89,13 @@ def quiet_runtime() -> None:
 
 
 def hired_config(budget: str, alpha: float, allocation: str, method: str, init_layer: int = 0,
-                 final_layer: int | None = None):
+                 final_layer: int | None = None, score: str | None = None):
     from hired.config import HiREDConfig, parse_budget
     from hired.policies import check_method
 
     check_method(method)
     return HiREDConfig(budget=parse_budget(budget), alpha=alpha, allocation=allocation, method=method,
-                       init_layer=init_layer, final_layer=final_layer)
+                       init_layer=init_layer, final_layer=final_layer, score=score)
 
 
 def finite_or_none(value: Any) -> Any:
@@ -141,6 +141,8 @@ def run(
     method: str = typer.Option("hired", help="Drop policy."),
     init_layer: int = typer.Option(0, help="ViT layer that measures each sub-image's content."),
     final_layer: int | None = typer.Option(None, help="ViT layer that ranks tokens (default: feature layer)."),
+    score: str | None = typer.Option(None, help="cls (CLS attention) or received (attention each token "
+                                     "receives); default: cls where the ViT has a CLS token."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     max_new_tokens: int = typer.Option(32, min=1, help="Tokens to generate."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -165,7 +167,7 @@ def run(
     elif prompt is None:
         raise OptionError("--image needs a --prompt (or give neither for the sample scene)")
     quiet_runtime()
-    config = hired_config(budget, alpha, allocation, method, init_layer, final_layer)
+    config = hired_config(budget, alpha, allocation, method, init_layer, final_layer, score)
     picture = load_image(image)
     loaded = load(model, device=device, dtype=dtype)
     hired.apply(loaded.model, config)
