@@ -2,6 +2,8 @@
 eager attention, the downsampled tokens' scores against the model's own bilinear interpolation,
 and no CLS score on an encoder without CLS."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -84,3 +86,22 @@ def test_what_the_family_cannot_read_is_named():
     model.config.vision_aspect_ratio = "pad"
     with pytest.raises(hired.UnsupportedModelError, match="anyres_max_N"):
         hired.apply(model)
+
+
+def test_from_pretrained_loads_a_saved_checkpoint_without_torchvision(tmp_path, model_and_processor):
+    """A checkpoint folder as the hub has it (image processor, tokenizer, processor_config.json, chat
+    template) loads although transformers' OneVision video processor needs torchvision."""
+    model, processor = model_and_processor
+    processor.chat_template = "{% for m in messages %}{{ m['role'] }}{% endfor %}"
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())
+    assert saved["processor_class"] == "LlavaOnevisionProcessor" and saved["num_image_tokens"] == 729
+    loaded, loaded_processor = hired.from_pretrained(str(tmp_path), HiREDConfig(budget=0.2))
+    assert loaded_processor.vision_aspect_ratio == "anyres_max_9"
+    assert loaded_processor.chat_template == processor.chat_template
+    inputs = dict(loaded_processor(images=[noise_image(300, 900)], text=["<image>\nwhat"], return_tensors="pt"))
+    with torch.no_grad():
+        loaded(**inputs)
+    report = loaded.hired_report.images[0]
+    assert report.grid == (1, 3) and report.kept == round(0.2 * 4 * 729)  # full view + 3 crops of 27 x 27

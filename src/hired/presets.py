@@ -172,9 +172,9 @@ def build_processor(family: str = "llava_next", tokenizer: PreTrainedTokenizerFa
         crop = crop or 448
         image_processor = GotOcr2ImageProcessorPil(size={"height": crop, "width": crop}, crop_to_patches=True,
                                                    min_patches=1, max_patches=max_tiles)
-        base = InternVLProcessor.__new__(InternVLProcessor)  # built by the subclass, which skips the video check
-        base.image_processor, base.tokenizer, base.video_processor = image_processor, tokenizer, None
-        base.image_seq_length, base.chat_template = (crop // patch // 2) ** 2, None
+        base = without_video_processor(InternVLProcessor)(
+            image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+            image_seq_length=(crop // patch // 2) ** 2)
         return processor_with_image_sizes(base)
     if family == "llava_onevision":
         crop = crop or 384

@@ -23,18 +23,65 @@ from hired.errors import ConfigError, ImageTokenMismatchError, UnsupportedModelE
 from hired.policies.registry import is_count_known, scoring_of
 
 
+def processor_options(cls: type) -> set[str]:
+    """The options a processor class takes besides its sub-processors (saved in processor_config.json)."""
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters) - {
+        "self", "image_processor", "tokenizer", "video_processor", "chat_template", "args", "kwargs"}
+
+
 @lru_cache(maxsize=None)
 def without_video_processor(cls: type) -> type:
     """``cls`` (a transformers processor class) that accepts ``video_processor=None``: without
-    torchvision its class check of the (absent) video processor fails, and images need none."""
+    torchvision its class check of the (absent) video processor fails, and images need none. It
+    saves as ``cls`` does, minus the video processor (:func:`processor_without_video` loads it)."""
 
     def check_argument_for_proper_class(self, argument_name, argument):
         if argument_name == "video_processor" and argument is None:
             return None
         return cls.check_argument_for_proper_class(self, argument_name, argument)
 
+    def save_pretrained(self, save_directory, **kwargs):
+        if self.video_processor is not None:
+            return cls.save_pretrained(self, save_directory, **kwargs)
+        import json
+        from pathlib import Path
+
+        self.image_processor.save_pretrained(save_directory)
+        self.tokenizer.save_pretrained(save_directory)
+        options = {name: getattr(self, name) for name in sorted(processor_options(cls)) if hasattr(self, name)}
+        options = {k: v for k, v in options.items() if isinstance(v, (str, int, float, bool, list, dict))}
+        config = {"processor_class": cls.__name__, **options}
+        (Path(save_directory) / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if self.chat_template:
+            (Path(save_directory) / "chat_template.jinja").write_text(self.chat_template)
+        return [str(save_directory)]
+
     return type(cls.__name__, (cls,), {"check_argument_for_proper_class": check_argument_for_proper_class,
-                                       "__module__": cls.__module__})
+                                       "save_pretrained": save_pretrained, "__module__": cls.__module__})
+
+
+def processor_without_video(model_id: str, **kwargs: Any) -> Any:
+    """A checkpoint's processor built from its image processor, tokenizer and saved processor
+    options, with no video processor: transformers' video processors need torchvision, images
+    do not (LLaVA-OneVision's processor loads one even for images)."""
+    import transformers
+    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers.processing_utils import ProcessorMixin
+
+    options, _ = ProcessorMixin.get_processor_dict(model_id, **kwargs)
+    name = options.get("processor_class")
+    base = getattr(transformers, name, None) if isinstance(name, str) else None
+    if base is None:
+        raise UnsupportedModelError(f"{model_id}: its processor_class {name!r} is not a transformers processor")
+    accepted = processor_options(base) | {"chat_template"}
+    return without_video_processor(base)(
+        image_processor=AutoImageProcessor.from_pretrained(model_id, **kwargs),
+        tokenizer=AutoTokenizer.from_pretrained(model_id, **kwargs),
+        video_processor=None,
+        **{key: value for key, value in options.items() if key in accepted},
+    )
 
 
 class Family:
@@ -173,10 +220,18 @@ class Family:
         return features
 
     def load_processor(self, model_id: str, model_config: Any, **kwargs: Any) -> Any:
-        """The processor of a checkpoint (hub id or folder), as transformers loads it."""
+        """The processor of a checkpoint (hub id or folder), as transformers loads it; where its
+        video processor cannot load (it needs torchvision), the same processor without one
+        (:func:`processor_without_video`)."""
         from transformers import AutoProcessor
+        from transformers.utils import is_torchvision_available
 
-        return AutoProcessor.from_pretrained(model_id, **kwargs)
+        if is_torchvision_available():
+            return AutoProcessor.from_pretrained(model_id, **kwargs)
+        try:
+            return AutoProcessor.from_pretrained(model_id, **kwargs)
+        except (ImportError, ValueError):  # transformers' "requires torchvision", as either
+            return processor_without_video(model_id, **kwargs)
 
     def prepare_processor(self, processor: Any, model_config: Any) -> Any:
         """The processor a loaded checkpoint is used with (some families need more from it)."""

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from hired.core.layout import ImageLayout
 from hired.errors import ImageTokenMismatchError, UnsupportedModelError
-from hired.families.base import Family
+from hired.families.base import Family, without_video_processor
 
 MIN_TILES, MAX_TILES = 1, 12  # GotOcr2ImageProcessor's defaults, which the InternVL checkpoints use
 
@@ -176,21 +176,6 @@ class InternVLFamily(Family):
         sizes = image_sizes.tolist() if isinstance(image_sizes, Tensor) else list(image_sizes)
         return [(int(h), int(w)) for h, w in sizes]
 
-    def load_processor(self, model_id: str, model_config: Any, **kwargs: Any) -> Any:
-        """``AutoProcessor``; where its video processor cannot load (no torchvision), the image
-        processor and tokenizer alone (images need nothing else)."""
-        from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer, InternVLProcessor
-        from transformers.utils import is_torchvision_available
-
-        if is_torchvision_available():
-            return AutoProcessor.from_pretrained(model_id, **kwargs)
-        base = InternVLProcessor.__new__(InternVLProcessor)
-        base.image_processor = AutoImageProcessor.from_pretrained(model_id, **kwargs)
-        base.tokenizer = AutoTokenizer.from_pretrained(model_id, **kwargs)
-        base.video_processor, base.chat_template = None, getattr(base.tokenizer, "chat_template", None)
-        base.image_seq_length = self.tokens_per_partition(model_config)  # 256 for 448 px tiles
-        return base
-
     def prepare_processor(self, processor: Any, model_config: Any) -> Any:
         """The processor returning ``image_sizes``; its tile limits copied into the model config."""
         image_processor = processor.image_processor
@@ -206,28 +191,9 @@ class InternVLFamily(Family):
 def _processor_class():
     from transformers import InternVLProcessor
 
-    class InternVLProcessorWithSizes(InternVLProcessor):
+    class InternVLProcessorWithSizes(without_video_processor(InternVLProcessor)):
         """InternVL's processor that also returns ``image_sizes`` [images, 2] (height, width), which
-        the patched model needs to know each image's tile grid. (It also accepts no video
-        processor: without torchvision the parent's class check of it fails.)"""
-
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument_name == "video_processor" and argument is None:
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-        def save_pretrained(self, save_directory, **kwargs):
-            if self.video_processor is not None:
-                return super().save_pretrained(save_directory, **kwargs)
-            # no video processor (no torchvision): the parts, and a config naming InternVL's own class
-            import json
-            from pathlib import Path
-
-            self.image_processor.save_pretrained(save_directory)
-            self.tokenizer.save_pretrained(save_directory)
-            config = {"processor_class": "InternVLProcessor", "image_seq_length": self.image_seq_length}
-            (Path(save_directory) / "processor_config.json").write_text(json.dumps(config, indent=2) + "\n")
-            return [str(save_directory)]
+        the patched model needs to know each image's tile grid (and accepts no video processor)."""
 
         def __call__(self, images=None, text=None, videos=None, **kwargs):
             out = super().__call__(images=images, text=text, videos=videos, **kwargs)
