@@ -105,3 +105,31 @@ def test_from_pretrained_loads_a_saved_checkpoint_without_torchvision(tmp_path, 
         loaded(**inputs)
     report = loaded.hired_report.images[0]
     assert report.grid == (1, 3) and report.kept == round(0.2 * 4 * 729)  # full view + 3 crops of 27 x 27
+
+
+def test_multi_image_prompts_keep_the_budget_of_untiled_images(model_and_processor):
+    """A prompt with two images: the model does not tile them (base image + one newline each);
+    hired follows it (parity at 1.0, plain top-k at 0.2) beside a one-image prompt that is tiled."""
+    model, processor = model_and_processor
+    images = [[noise_image(300, 500), noise_image(400, 400)], [noise_image(200, 900)]]
+    inputs = dict(processor(images=images, text=["<image><image>\nwhat", "<image>\nwhat is"],
+                            return_tensors="pt", padding=True))
+    assert inputs["batch_num_images"].tolist() == [2, 1]
+    with torch.no_grad():
+        reference = model(**inputs).logits
+    try:
+        hired.apply(model, HiREDConfig(budget=1.0, newlines="all"))
+        with torch.no_grad():
+            assert torch.equal(model(**inputs).logits, reference)
+        hired.remove(model)
+        hired.apply(model, HiREDConfig(budget=0.2))
+        with torch.no_grad():
+            model(**inputs)
+        reports = model.hired_report.images
+        assert [r.partition_budgets for r in reports[:2]] == [[round(0.2 * 729)]] * 2
+        assert reports[2].grid == (1, 3) and reports[2].kept == round(0.2 * 4 * 729)
+        bad = dict(inputs, batch_num_images=torch.tensor([1, 1]))
+        with pytest.raises(hired.ImageTokenMismatchError, match="batch_num_images"):
+            model(**bad)
+    finally:
+        hired.remove(model)

@@ -106,6 +106,12 @@ class Family:
         """How an image of ``image_size`` = (height, width) reaches the language model."""
         raise NotImplementedError
 
+    def layouts(self, model_config: Any, image_sizes: list[tuple[int, int]], **encoder_kwargs: Any
+                ) -> list[ImageLayout]:
+        """The layouts of a batch's images, given the encoder options the model's call carries
+        (LLaVA-OneVision: ``batch_num_images``, which decides whether an image is tiled)."""
+        return [self.layout(model_config, size) for size in image_sizes]
+
     def planned_tokens(self, model_config: Any, image_size: tuple[int, int], config: HiREDConfig) -> int | None:
         """Image tokens (visual + newline) the language model gets for one image under ``config``;
         ``None`` where the count depends on the content."""

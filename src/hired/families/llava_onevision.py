@@ -20,7 +20,9 @@ Phase 1 maps the base image's scores onto the crops' regions as for LLaVA-NeXT; 
 the picture's bounding box in the crop canvas is read from the occupied slots, so it can be up to
 one source token short on each side.
 
-Multi-image prompts (where the model does not tile each image) are not supported.
+Multi-image prompts: where a prompt holds several images (the processor's ``batch_num_images``),
+the model does not tile them; each is its base image alone plus one newline, a single partition
+ranked by plain top-k, like LLaVA-1.5 (:meth:`LlavaOnevisionFamily.layouts`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hired.core.layout import NEWLINE, ImageLayout
-from hired.errors import UnsupportedModelError
+from hired.errors import ImageTokenMismatchError, UnsupportedModelError
 from hired.families.base import Family
 
 
@@ -43,6 +45,12 @@ def interpolation_weights(size_in: int, size_out: int) -> Tensor:
     (bilinear is separable: a 2-D weight is the product of the row and column weights)."""
     eye = torch.eye(size_in, dtype=torch.float64)[None, :, :, None]  # [1, C=size_in, H=size_in, W=1]
     return F.interpolate(eye, size=(size_out, 1), mode="bilinear")[0, :, :, 0].T
+
+
+@lru_cache(maxsize=8)
+def base_only_layout(tokens: int) -> ImageLayout:
+    """An image the model does not tile: its base image, then one newline."""
+    return ImageLayout(torch.cat([torch.arange(tokens), torch.tensor([NEWLINE])]), 1, tokens, (1, 1))
 
 
 @lru_cache(maxsize=1024)
@@ -59,7 +67,7 @@ def onevision_layout(crop: int, patch: int, pinpoints: tuple[tuple[int, int], ..
     grid_pinpoints = [list(p) for p in pinpoints]
     partitions = image_size_to_num_patches(list(image_size), grid_pinpoints, crop)
     if partitions == 1:
-        return ImageLayout(torch.cat([torch.arange(tokens), torch.tensor([NEWLINE])]), 1, tokens, (1, 1))
+        return base_only_layout(tokens)
     rows, cols = (int(v) for v in get_anyres_image_grid_shape(list(image_size), grid_pinpoints, crop))
     # flat partition-token index of each cell of the crops' merged map, then unpadded as the model does
     index = torch.arange(tokens, partitions * tokens, dtype=torch.float64).view(rows, cols, side, side)
@@ -114,6 +122,21 @@ class LlavaOnevisionFamily(Family):
         pinpoints = tuple(tuple(int(v) for v in p) for p in model_config.image_grid_pinpoints)
         return onevision_layout(int(vision.image_size), int(vision.patch_size), pinpoints,
                                 (int(image_size[0]), int(image_size[1])), self.max_crops(model_config))
+
+    def layouts(self, model_config: Any, image_sizes: list[tuple[int, int]], **encoder_kwargs: Any
+                ) -> list[ImageLayout]:
+        """As the model decides: an image is tiled only when its prompt holds no other image."""
+        per_prompt = encoder_kwargs.get("batch_num_images")
+        if per_prompt is None:
+            return super().layouts(model_config, image_sizes)
+        counts = [int(n) for n in (per_prompt.tolist() if isinstance(per_prompt, Tensor) else per_prompt)]
+        if sum(counts) != len(image_sizes):
+            raise ImageTokenMismatchError(
+                f"batch_num_images {counts} adds up to {sum(counts)} images, but {len(image_sizes)} came")
+        tiled = [n == 1 for n in counts for _ in range(n)]
+        tokens = self.tokens_per_partition(model_config)
+        return [self.layout(model_config, size) if tile else base_only_layout(tokens)
+                for size, tile in zip(image_sizes, tiled)]
 
     def check_model(self, model: nn.Module) -> None:
         config = model.config

@@ -33,7 +33,7 @@ from hired.policies.registry import NEEDS_KEYS, get_policy, is_count_known
 
 # [B, L] inputs that must shrink together with input_ids.
 PER_TOKEN_INPUTS = ("labels", "token_type_ids", "mm_token_type_ids")
-ENCODER_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy")
+ENCODER_OPTIONS = ("vision_feature_layer", "vision_feature_select_strategy", "batch_num_images")
 
 
 @dataclass
@@ -76,7 +76,7 @@ class HFPatch:
         Policies select as soon as the scores exist; merging policies merge the vision features
         before the projector (as their reference code does), through a hook on its input."""
         sizes = self.family.image_sizes(pixel_values, image_sizes)
-        layouts = [self.family.layout(self.model.config, size) for size in sizes]
+        layouts = self.family.layouts(self.model.config, sizes, **kwargs)
         selections: list[Selection] = []
 
         def select_all(recorder: Any) -> None:
