@@ -25,6 +25,16 @@ def tiny_llava():
     return tiny("llava")
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tiny_next, tiny_llava):
+    """The tiny model and processor of every family, built once."""
+    from hired.families import FAMILIES
+    from hired.presets import tiny
+
+    built = {"llava_next": tiny_next, "llava": tiny_llava}
+    return {name: built.get(name) or tiny(name) for name in FAMILIES}
+
+
 @pytest.fixture
 def model_next(tiny_next):
     """The tiny LLaVA-NeXT, unpatched again after each test."""

@@ -198,7 +198,8 @@ def _processor_class():
         def __call__(self, images=None, text=None, videos=None, **kwargs):
             out = super().__call__(images=images, text=text, videos=videos, **kwargs)
             if images is not None:
-                sizes = [image_size_of(image) for image in flatten_images(images)]
+                layout = kwargs.get("input_data_format")
+                sizes = [image_size_of(image, layout) for image in flatten_images(images)]
                 return_tensors = kwargs.get("return_tensors")
                 out["image_sizes"] = torch.tensor(sizes) if return_tensors == "pt" else sizes
             return out
@@ -212,13 +213,23 @@ def flatten_images(images: Any) -> list:
     return [images]
 
 
-def image_size_of(image: Any) -> tuple[int, int]:
-    """(height, width) of a PIL image, an array or a tensor, read as the image processor reads it."""
-    from transformers.image_utils import get_image_size, to_numpy_array
+def image_size_of(image: Any, input_data_format: Any = None) -> tuple[int, int]:
+    """(height, width) of a PIL image, an array or a tensor, read as the image processor reads it:
+    a PIL image by its size, an array's channel axis as given or inferred as transformers infers it
+    (a 1 x 100 RGB array is ambiguous there too)."""
+    import numpy as np
+    from PIL import Image
+    from transformers.image_utils import ChannelDimension, infer_channel_dimension_format
 
-    if isinstance(image, Tensor):
-        image = image.numpy()
-    height, width = get_image_size(to_numpy_array(image))
+    if isinstance(image, Image.Image):
+        return int(image.height), int(image.width)
+    array = image.numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if array.ndim == 2:
+        return int(array.shape[0]), int(array.shape[1])
+    if input_data_format is None:
+        input_data_format = infer_channel_dimension_format(array, num_channels=(1, 3, 4))
+    height, width = array.shape[-2:] if ChannelDimension(input_data_format) == ChannelDimension.FIRST \
+        else array.shape[-3:-1]
     return int(height), int(width)
 
 
