@@ -426,6 +426,9 @@ def test_api_misuse_raises_typed_errors(model_next):
         hired.from_pretrained("/no/such/checkpoint")
     with pytest.raises(ConfigError):
         hired.select_tokens(torch.rand(5, 64), torch.rand(64), (2, 2), "many", 0.5)
+    for size, count in (((0, 10), 1), ("big", 1), ((10, 10), 0), ((10, 10), 1.5), ((10, 10), True)):
+        with pytest.raises(hired.HiREDError):
+            hired.planned_tokens(model.config, size, images_in_prompt=count)
     hired.apply(model, hired.HiREDConfig(budget=0.2))
     with pytest.raises(InputError, match="input_ids"):
         model(inputs_embeds=torch.zeros(1, 4, 8), pixel_values=inputs["pixel_values"],

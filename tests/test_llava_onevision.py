@@ -128,6 +128,15 @@ def test_multi_image_prompts_keep_the_budget_of_untiled_images(model_and_process
         reports = model.hired_report.images
         assert [r.partition_budgets for r in reports[:2]] == [[round(0.2 * 729)]] * 2
         assert reports[2].grid == (1, 3) and reports[2].kept == round(0.2 * 4 * 729)
+        hired.remove(model)
+        config = HiREDConfig(budget=0.2, newlines="all")
+        hired.apply(model, config)
+        with torch.no_grad():
+            model(**inputs)
+        sizes_and_counts = [((300, 500), 2), ((400, 400), 2), ((200, 900), 1)]
+        assert [r.llm_tokens for r in model.hired_report.images] == [
+            hired.planned_tokens(model.config, size, config, images_in_prompt=n) for size, n in sizes_and_counts]
+        assert hired.planned_tokens(model.config, (300, 500), config, images_in_prompt=2) == round(0.2 * 729) + 1
         bad = dict(inputs, batch_num_images=torch.tensor([1, 1]))
         with pytest.raises(hired.ImageTokenMismatchError, match="batch_num_images"):
             model(**bad)

@@ -45,12 +45,14 @@ def is_applied(model: nn.Module) -> bool:
     return "hired_adapter" in model.__dict__
 
 
-def planned_tokens(model_config: Any, image_size: tuple[int, int], config: HiREDConfig | None = None) -> int | None:
+def planned_tokens(model_config: Any, image_size: tuple[int, int], config: HiREDConfig | None = None,
+                   images_in_prompt: int = 1) -> int | None:
     """Image tokens (visual + newline) the language model receives for one image of
     ``image_size`` = (height, width) under ``config``, from the model config and geometry alone,
     with no forward pass. ``None`` where the count depends on the content (adaptive PruMerge,
     newlines "kept_rows", official allocation below 100%). With budget 1.0 and newlines "all" it
-    is the processor's placeholder count."""
+    is the processor's placeholder count. ``images_in_prompt``: how many images the image's prompt
+    holds (LLaVA-OneVision does not tile an image that shares its prompt)."""
     config = config if config is not None else HiREDConfig()
     if not isinstance(config, HiREDConfig):
         raise ConfigError(f"config must be a hired.HiREDConfig, got {type(config).__name__}")
@@ -60,7 +62,9 @@ def planned_tokens(model_config: Any, image_size: tuple[int, int], config: HiRED
         raise HiREDError(f"image_size must be (height, width), got {image_size!r}") from None
     if height < 1 or width < 1:
         raise HiREDError(f"image_size must be positive, got {(height, width)}")
-    return family_for_config(model_config).planned_tokens(model_config, (height, width), config)
+    if isinstance(images_in_prompt, bool) or not isinstance(images_in_prompt, int) or images_in_prompt < 1:
+        raise HiREDError(f"images_in_prompt must be an int >= 1, got {images_in_prompt!r}")
+    return family_for_config(model_config).planned_tokens(model_config, (height, width), config, images_in_prompt)
 
 
 def from_pretrained(

@@ -112,10 +112,12 @@ class Family:
         (LLaVA-OneVision: ``batch_num_images``, which decides whether an image is tiled)."""
         return [self.layout(model_config, size) for size in image_sizes]
 
-    def planned_tokens(self, model_config: Any, image_size: tuple[int, int], config: HiREDConfig) -> int | None:
-        """Image tokens (visual + newline) the language model gets for one image under ``config``;
-        ``None`` where the count depends on the content."""
-        return planned_tokens(self.layout(model_config, image_size), config, is_count_known(config))
+    def planned_tokens(self, model_config: Any, image_size: tuple[int, int], config: HiREDConfig,
+                       images_in_prompt: int = 1) -> int | None:
+        """Image tokens (visual + newline) the language model gets for one image under ``config``
+        in a prompt of ``images_in_prompt`` images; ``None`` where the count depends on the content."""
+        layout = self.layouts(model_config, [image_size] * images_in_prompt, batch_num_images=[images_in_prompt])[0]
+        return planned_tokens(layout, config, is_count_known(config))
 
     def vision_layer_count(self, model_config: Any) -> int:
         return int(model_config.vision_config.num_hidden_layers)
