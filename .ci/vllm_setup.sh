@@ -118,5 +118,7 @@ print(f"[setup] python {platform.python_version()} | vllm {vllm.__version__} (vl
 if not torch.__version__.endswith("+cpu"):
     sys.exit(f"expected a +cpu torch, got {torch.__version__}")
 PYEOF
-"$VENV/bin/vllm" --version >/dev/null  # the CLI starts (fix c)
+# the CLI starts (fix c); no plugins: this checks vLLM itself, and a hired installed from a clone
+# that is gone would fail to load (it is installed again right after this script)
+VLLM_PLUGINS= "$VENV/bin/vllm" --version >/dev/null
 echo "[setup] OK in $(( $(date +%s) - start )) s: $VENV"
