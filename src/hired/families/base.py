@@ -112,11 +112,16 @@ class Family:
         (LLaVA-OneVision: ``batch_num_images``, which decides whether an image is tiled)."""
         return [self.layout(model_config, size) for size in image_sizes]
 
+    def layout_in_prompt(self, model_config: Any, image_size: tuple[int, int], images_in_prompt: int) -> ImageLayout:
+        """The layout of an image in a prompt of ``images_in_prompt`` images (the same, unless the
+        family lays out images that share a prompt otherwise)."""
+        return self.layout(model_config, image_size)
+
     def planned_tokens(self, model_config: Any, image_size: tuple[int, int], config: HiREDConfig,
                        images_in_prompt: int = 1) -> int | None:
         """Image tokens (visual + newline) the language model gets for one image under ``config``
         in a prompt of ``images_in_prompt`` images; ``None`` where the count depends on the content."""
-        layout = self.layouts(model_config, [image_size] * images_in_prompt, batch_num_images=[images_in_prompt])[0]
+        layout = self.layout_in_prompt(model_config, image_size, images_in_prompt)
         return planned_tokens(layout, config, is_count_known(config))
 
     def vision_layer_count(self, model_config: Any) -> int:
@@ -234,11 +239,11 @@ class Family:
         from transformers import AutoProcessor
         from transformers.utils import is_torchvision_available
 
-        if is_torchvision_available():
-            return AutoProcessor.from_pretrained(model_id, **kwargs)
         try:
             return AutoProcessor.from_pretrained(model_id, **kwargs)
         except (ImportError, ValueError):  # transformers' "requires torchvision", as either
+            if is_torchvision_available():
+                raise
             return processor_without_video(model_id, **kwargs)
 
     def prepare_processor(self, processor: Any, model_config: Any) -> Any:

@@ -133,10 +133,13 @@ class LlavaOnevisionFamily(Family):
         if sum(counts) != len(image_sizes):
             raise ImageTokenMismatchError(
                 f"batch_num_images {counts} adds up to {sum(counts)} images, but {len(image_sizes)} came")
-        tiled = [n == 1 for n in counts for _ in range(n)]
-        tokens = self.tokens_per_partition(model_config)
-        return [self.layout(model_config, size) if tile else base_only_layout(tokens)
-                for size, tile in zip(image_sizes, tiled)]
+        in_prompt = [n for n in counts for _ in range(n)]
+        return [self.layout_in_prompt(model_config, size, n) for size, n in zip(image_sizes, in_prompt)]
+
+    def layout_in_prompt(self, model_config: Any, image_size: tuple[int, int], images_in_prompt: int) -> ImageLayout:
+        if images_in_prompt == 1:
+            return self.layout(model_config, image_size)
+        return base_only_layout(self.tokens_per_partition(model_config))
 
     def check_model(self, model: nn.Module) -> None:
         config = model.config
