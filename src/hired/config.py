@@ -1,17 +1,21 @@
 """HiREDConfig: the token budget and how it is spent. Validated on construction.
 
 A leaf module: it imports nothing of hired but the errors, so every room can read a config. The
-budget is turned into a token count in one place (:meth:`HiREDConfig.budget_tokens`) and parsed
-from text in one place (:func:`parse_budget`, :func:`parse_budgets`). Whether ``method`` names a
-registered policy is checked where policies are looked up (``hired.policies.get_policy``), which
-``hired.apply`` and every command do before touching a model.
+budget is turned into a token count in one place (:meth:`HiREDConfig.budget_tokens`); settings
+given as text (CLI options, lmms-eval model args, ``HIRED_*`` variables, vLLM ``hf_overrides``
+and per-request ``mm_processor_kwargs``) are parsed in one place, :meth:`HiREDConfig.from_strings`
+(which reads method names with :func:`split_method_name`, the one grammar of names such as
+"hired-official"). Whether ``method`` names a registered policy is checked where policies are
+looked up (``hired.policies.policy``), which ``hired.apply`` and every command do before touching
+a model.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Literal
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
 
 from hired.errors import ConfigError
 
@@ -30,8 +34,10 @@ class HiREDConfig:
         token, ``1`` keeps one.
     alpha: share of the budget given to the full-image view (phase 1); the rest goes to the
         sub-images in proportion to their visual content.
-    init_layer: vision-encoder layer (0-based, negative counts from the end) whose CLS
-        attention on the full view measures each sub-image's content.
+    init_layer: vision-encoder layer (0-based, negative counts from the end) whose attention
+        measures each region's content (phase 1). ``None`` = the family's early layer: 0, or the
+        first layer that attends over the whole picture where early layers attend in windows
+        (Qwen2.5-VL).
     final_layer: layer whose CLS attention ranks tokens (phase 2). ``None`` = the layer that
         produces the features the model uses (``vision_feature_layer``, -2 for LLaVA).
     allocation: ``"exact"`` keeps exactly the budget with region-correct sub-image shares;
@@ -52,7 +58,7 @@ class HiREDConfig:
 
     budget: float | int = 0.2
     alpha: float = 0.5
-    init_layer: int = 0
+    init_layer: int | None = None
     final_layer: int | None = None
     allocation: Allocation = "exact"
     newlines: Newlines | None = None
@@ -110,6 +116,110 @@ class HiREDConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_strings(cls, values: Mapping[str, Any], names: Mapping[str, str] | None = None) -> HiREDConfig:
+        """The config of settings given as text or plain values, keyed by field name: the one
+        parser of the CLI, lmms-eval, and every engine's settings. Values may be strings
+        ("0.2", "576", "none") or already typed; ``None`` or "" leaves a field at its default.
+        ``method`` may carry the name grammar ("hired-official", see :func:`split_method_name`).
+        ``names`` gives each field's name as the user wrote it (an environment variable, an
+        ``hf_overrides`` key) for the messages. An unknown key or a bad value is a ConfigError
+        of one line naming the setting."""
+        names = names or {}
+
+        def label(field: str) -> str:
+            return f"{names.get(field, field)}={values[field]!r}"
+
+        unknown = [key for key in values if key not in PARSERS]
+        if unknown:
+            raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(repr(names.get(k, k)) for k in unknown)}; settings: {', '.join(PARSERS)}")
+        parsed: dict[str, Any] = {}
+        for field, value in values.items():
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            try:
+                parsed[field] = PARSERS[field](value)
+            except ConfigError as error:
+                raise ConfigError(f"bad setting {label(field)}: {error}") from None
+            except (ValueError, TypeError, OverflowError):
+                raise ConfigError(f"bad setting {label(field)}: not a valid {field}") from None
+        if "method" in parsed:
+            method, implied = split_method_name(parsed["method"])
+            for field, value in implied.items():
+                if parsed.get(field, value) != value:
+                    raise ConfigError(f"bad setting {label('method')}: it implies {field}={value!r}, but "
+                                      f"{label(field)} was given")
+            parsed.update(implied, method=method)
+        try:
+            return cls(**parsed)
+        except ConfigError as error:
+            field = next((f for f in parsed if f in str(error)), None)
+            raise ConfigError(f"bad setting {label(field)}: {error}" if field in values else str(error)) from None
+
+
+OFFICIAL_SUFFIX = "-official"  # "hired-official": HiRED with the published code's allocation
+RECEIVED_SUFFIX = "-received"  # "hired-received": ranked by the attention tokens receive, not the CLS row
+
+
+def split_method_name(name: str) -> tuple[str, dict[str, str]]:
+    """A method name as users write it -> (policy name, the fields its suffixes set): the one
+    grammar of names. "hired-official" is ``hired`` with ``allocation="official"``;
+    "X-received" is X with ``score="received"`` (both: "hired-official-received")."""
+    name = str(name).strip()
+    implied: dict[str, str] = {}
+    if name.endswith(RECEIVED_SUFFIX) and len(name) > len(RECEIVED_SUFFIX):
+        name, implied["score"] = name[: -len(RECEIVED_SUFFIX)], "received"
+    if name.endswith(OFFICIAL_SUFFIX) and len(name) > len(OFFICIAL_SUFFIX):
+        name, implied["allocation"] = name[: -len(OFFICIAL_SUFFIX)], "official"
+    return name, implied
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return int(str(value).strip())
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return float(value)
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def parse_or_none(value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("none", "null", "default") else parse(value)
+
+    return parse_or_none
+
+
+def _budget(value: Any) -> float | int:
+    if isinstance(value, bool):
+        raise ConfigError(f"budget must be a ratio like 0.2 or a token count like 576, got {value!r}")
+    if isinstance(value, (int, float)):
+        HiREDConfig(budget=value)
+        return value
+    return parse_budget(str(value))
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(value)
+    return value.strip()
+
+
+# How each field is read from text: the one table every settings source goes through.
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "budget": _budget, "alpha": _float, "init_layer": _optional(_int), "final_layer": _optional(_int),
+    "allocation": _str, "newlines": _str, "method": _str, "seed": _int, "score": _optional(_str),
+}
+assert set(PARSERS) == {f.name for f in fields(HiREDConfig)}, "every field has a parser"
 
 
 def parse_budget(text: str) -> float | int:

@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hired.config import HiREDConfig
-from hired.policies import check_method, is_fixed_budget
+from hired.policies import policy
 
 FULL = "full"
-OFFICIAL_SUFFIX = "-official"  # "hired-official": HiRED with the published code's allocation
-RECEIVED_SUFFIX = "-received"  # "hired-received": ranked by the attention tokens receive, not the CLS row
 
 
 @dataclass(frozen=True)
@@ -28,32 +26,32 @@ class Arm:
     def key(self) -> str:
         return self.method if self.budget is None or self.adaptive else f"{self.method}@{self.budget}"
 
-    def config(self, alpha: float = 0.5, seed: int = 0) -> HiREDConfig | None:
-        """The HiREDConfig of this arm (None for the full model); raises ConfigError when bad."""
+    def config(self, alpha: float = 0.5, seed: int = 0, **settings: Any) -> HiREDConfig | None:
+        """The HiREDConfig of this arm (None for the full model), other fields from ``settings``
+        (as :meth:`HiREDConfig.from_strings` reads them); raises ConfigError when bad."""
         if self.method == FULL:
             return None
-        method, allocation, score = self.method, "exact", None
-        if method.endswith(RECEIVED_SUFFIX):
-            method, score = method[: -len(RECEIVED_SUFFIX)], "received"
-        if method.endswith(OFFICIAL_SUFFIX):
-            method, allocation = method[: -len(OFFICIAL_SUFFIX)], "official"
-        check_method(method)
-        return HiREDConfig(budget=self.budget, alpha=alpha, allocation=allocation, method=method, seed=seed,
-                           score=score)
+        config = HiREDConfig.from_strings({**settings, "budget": self.budget, "alpha": alpha, "seed": seed,
+                                           "method": self.method})
+        policy(config.method)
+        return config
 
 
-def method_config(name: str, budget: float | int = 0.2, alpha: float = 0.5, seed: int = 0) -> HiREDConfig:
+def method_config(name: str, budget: float | int = 0.2, alpha: float = 0.5, seed: int = 0,
+                  **settings: Any) -> HiREDConfig:
     """The config of a method name as every command accepts it ("hired-official" and the
     "-received" score suffix, as "hired-received", included)."""
-    config = Arm(name, budget).config(alpha, seed)
+    config = Arm(name, budget).config(alpha, seed, **settings)
     if config is None:
         raise ValueError("the full model has no HiRED config")
     return config
 
 
-def make_arms(methods: Iterable[str], budgets: Iterable[float | int], alpha: float = 0.5, seed: int = 0) -> list[Arm]:
+def make_arms(methods: Iterable[str], budgets: Iterable[float | int], alpha: float = 0.5, seed: int = 0,
+              **settings: Any) -> list[Arm]:
     """The full model once, then every other method at every budget (validated now, with
-    ``alpha`` and ``seed``); an adaptive method, whose count does not depend on the budget, once."""
+    ``alpha``, ``seed`` and ``settings``); an adaptive method, whose count does not depend on the
+    budget, once."""
     budgets = list(budgets)
     arms = [Arm(FULL)]
     for method in dict.fromkeys(methods):
@@ -61,8 +59,8 @@ def make_arms(methods: Iterable[str], budgets: Iterable[float | int], alpha: flo
             continue
         for budget in budgets:
             arm = Arm(method, budget)
-            config = arm.config(alpha, seed)  # raises a clear ConfigError for unknown methods or bad values
-            if not is_fixed_budget(config.method):
+            config = arm.config(alpha, seed, **settings)  # a clear ConfigError for unknown methods or bad values
+            if not policy(config.method).fixed_budget:
                 arms.append(Arm(method, budget, adaptive=True))
                 break
             arms.append(arm)

@@ -39,6 +39,16 @@ class ImageLayout:
     budget_total: the denominator of a ratio budget where it is not P x N: LLaVA-OneVision's
         downsampled map gives the language model fewer tokens than its crops hold, so a share is
         of the base image's tokens plus the downsampled map's.
+    full_view: partition 0 is a downsampled view of the whole picture and partitions 1.. tile
+        it as a ``grid`` (HiRED's phase 1 reads the full view's content over each tile). False:
+        the partitions are ``grid`` regions of one native-resolution picture (Qwen), each read
+        for its own content.
+    shape: (rows, cols) of each partition's N tokens in raster order (default: a square).
+    crops: the encoder's crops of this image (rows of its per-crop outputs; default P).
+    token_index: [P, N] each partition token's index among the image's encoder outputs at the
+        language model's granularity (crop-major, the model's crop order; what a projector
+        takes), -1 where no token is; default ``crop_order[p] * N + n``. Merging policies merge
+        there.
     """
 
     positions: Tensor
@@ -49,6 +59,30 @@ class ImageLayout:
     sources: Tensor | None = None
     weights: Tensor | None = None
     budget_total: int | None = None
+    full_view: bool = True
+    shape: tuple[int, int] | None = None
+    crops: int | None = None
+    token_index: Tensor | None = None
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(rows, cols) of each partition's tokens."""
+        if self.shape is not None:
+            return self.shape
+        side = int(round(self.tokens**0.5))
+        return (side, side) if side * side == self.tokens else (1, self.tokens)
+
+    @property
+    def encoder_crops(self) -> int:
+        return self.crops if self.crops is not None else self.partitions
+
+    @property
+    def token_rows(self) -> Tensor:
+        """[P, N] :attr:`token_index`, or its default from the crop order."""
+        if self.token_index is not None:
+            return self.token_index
+        order = torch.tensor(self.crop_order) if self.crop_order is not None else torch.arange(self.partitions)
+        return order[:, None] * self.tokens + torch.arange(self.tokens)[None]
 
     def partition_scores(self, scores: Tensor) -> Tensor:
         """[P, N] scores in HiRED's partition order from the ViT's per-crop token scores ([C, T],

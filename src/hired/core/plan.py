@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from hired.config import HiREDConfig
@@ -48,19 +47,19 @@ def select(
 ) -> Selection:
     """Run ``policy`` on one image's scores ([P, N] each, HiRED's partition order)."""
     view = ImageView(final_scores, init_scores, layout.grid, layout.valid, config.budget_tokens(layout.denominator),
-                     keys, key_heads)
+                     keys, key_heads, layout.full_view, layout.shape)
     return policy(view, config)
 
 
 def plan_image(
-    layout: ImageLayout, selection: Selection, config: HiREDConfig, image_size: tuple[int, int]
+    layout: ImageLayout, selection: Selection, config: HiREDConfig, image_size: tuple[int, int] | None
 ) -> ImagePlan:
     """Map a policy's keep mask onto the model's packed sequence, with the configured newlines."""
     valid = layout.valid
     keep = selection.keep & valid
     in_sequence = layout.sequence_mask(keep, config.newline_policy)
     report = ImageReport(
-        image_size=(int(image_size[0]), int(image_size[1])),
+        image_size=(int(image_size[0]), int(image_size[1])) if image_size is not None else None,
         grid=layout.grid,
         budget=config.budget_tokens(layout.denominator),
         partition_budgets=selection.budgets.tolist(),
@@ -74,8 +73,9 @@ def plan_image(
 
 
 def merge_partitions(features: Tensor, selection: Selection, layout: ImageLayout) -> Tensor:
-    """One image's per-crop projector inputs [P, N, D] (the model's crop order) with each kept
-    token replaced by its merge (the policy's weights); unchanged when the policy does not merge."""
+    """One image's projector inputs ``[C, N', D]`` (its crops in the model's order, at the
+    language model's granularity) with each kept token replaced by its merge (the policy's
+    weights, over its partition's tokens); unchanged when the policy does not merge."""
     if selection.merge_weights is None:
         return features
     if layout.weights is not None:
@@ -83,42 +83,40 @@ def merge_partitions(features: Tensor, selection: Selection, layout: ImageLayout
             "merging methods cannot merge an interpolated token map (LLaVA-OneVision downsamples after the "
             "projector, they merge before it); use a ranking method (hired, random, spatial) for this picture"
         )
-    order = list(layout.crop_order) if layout.crop_order is not None else None
-    keep = (selection.keep & layout.valid).to(features.device)
-    merged = apply_merge_weights(features[order] if order else features, keep,
-                                 selection.merge_weights.to(features.device))
-    if order is None:
-        return merged
-    out = torch.empty_like(merged)
-    out[order] = merged  # back to the model's crop order
-    return out
-
-
-def kept_features(packed: Tensor, plan: ImagePlan) -> Tensor:
-    """The image's packed features [L, D] (layout order) cut to the plan."""
-    return packed[plan.in_sequence.to(packed.device)]
+    flat = features.reshape(-1, features.shape[-1])
+    rows = layout.token_rows.to(features.device)  # [P, N] rows of ``flat``, -1 where no token is
+    present = rows >= 0
+    gathered = flat[rows.clamp_min(0)] * present[..., None].to(flat.dtype)  # [P, N, D]
+    keep = (selection.keep & layout.valid).to(features.device) & present
+    merged = apply_merge_weights(gathered, keep, selection.merge_weights.to(features.device))
+    out = flat.clone()
+    out[rows[keep]] = merged[keep]
+    return out.view_as(features)
 
 
 def keep_image_tokens(
     layout: ImageLayout,
-    packed: Tensor,
+    packed: Tensor | tuple[Tensor, ...],
     selection: Selection,
     config: HiREDConfig,
-    image_size: tuple[int, int],
+    image_size: tuple[int, int] | None,
     count_known: bool,
-) -> tuple[Tensor, ImageReport]:
+) -> tuple[Tensor | tuple[Tensor, ...], ImageReport]:
     """One image's last step, as every backend runs it: the plan of ``selection``, checked against
     :func:`planned_tokens` (the count a serving engine sized its placeholders with), and the packed
-    features [L, D] (merges already applied) cut to it. Returns the kept features (newlines
-    included) and the image's report."""
+    features [L, D] (merges already applied; or a tuple of streams sharing that token axis) cut to
+    it. Returns the kept features (newlines included), in the same structure, and the report."""
     plan = plan_image(layout, selection, config, image_size)
     planned = planned_tokens(layout, config, count_known)
     if planned is not None and planned != plan.llm_tokens:  # a bug in a family or policy
+        size = "x".join(map(str, image_size)) if image_size else "an"
         raise HiREDError(
-            f"internal error: planned {planned} image tokens for a {image_size[0]}x{image_size[1]} image but the "
-            f"plan gives {plan.llm_tokens} ({config.method}); please report it"
+            f"internal error: planned {planned} image tokens for {size} image but the plan gives "
+            f"{plan.llm_tokens} ({config.method}); please report it"
         )
-    return kept_features(packed, plan), plan.report
+    if isinstance(packed, Tensor):
+        return packed[plan.in_sequence.to(packed.device)], plan.report
+    return tuple(stream[plan.in_sequence.to(stream.device)] for stream in packed), plan.report
 
 
 def planned_tokens(layout: ImageLayout, config: HiREDConfig, count_known: bool) -> int | None:

@@ -17,7 +17,7 @@ class ImageReport:
     model would have fed it.
     """
 
-    image_size: tuple[int, int]
+    image_size: tuple[int, int] | None  # the picture's (height, width); None where the backend cannot know it
     grid: tuple[int, int]
     budget: int
     partition_budgets: list[int]
@@ -60,7 +60,7 @@ class ImageReport:
 
     def to_dict(self, masks: bool = False) -> dict:
         out = {
-            "image_size": list(self.image_size),
+            "image_size": list(self.image_size) if self.image_size is not None else None,
             "grid": list(self.grid),
             "partitions": self.partitions,
             "tokens_per_partition": self.tokens_per_partition,

@@ -20,6 +20,16 @@ class ImageView:
     budget: int  # tokens to keep for this image
     keys: Tensor | None = None  # [P, N, D] final-layer keys, for policies that merge
     key_heads: int = 1  # attention heads the keys' width D splits into (D = key_heads x head_dim)
+    full_view: bool = True  # partition 0 views the whole picture (else: P regions of one picture)
+    shape: tuple[int, int] | None = None  # (rows, cols) of each partition's tokens; None: a square
+
+    @property
+    def token_shape(self) -> tuple[int, int]:
+        """(rows, cols) of each partition's N tokens in raster order."""
+        if self.shape is not None:
+            return self.shape
+        side = int(round(self.tokens**0.5))
+        return (side, side) if side * side == self.tokens else (1, self.tokens)
 
     @property
     def partitions(self) -> int:

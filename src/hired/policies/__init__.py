@@ -11,15 +11,7 @@ keeps a token outside ``view.valid``. Shared pieces of the baselines live in
 """
 
 from hired.policies import hired, hired_plus, prumerge, random_tokens, spatial, visionzip  # noqa: F401  (register)
-from hired.policies.registry import (
-    NEEDS_KEYS,
-    POLICIES,
-    check_method,
-    get_policy,
-    is_count_known,
-    is_fixed_budget,
-    register,
-)
+from hired.policies.registry import POLICIES, PolicySpec, Scoring, check_method, is_count_known, policy, register
 
 FIXED_BUDGET = ("random", "spatial", "prumerge-fixed", "prumerge+-fixed", "visionzip")
 ADAPTIVE = ("prumerge", "prumerge+")
@@ -27,11 +19,11 @@ ADAPTIVE = ("prumerge", "prumerge+")
 __all__ = [
     "ADAPTIVE",
     "FIXED_BUDGET",
-    "NEEDS_KEYS",
     "POLICIES",
+    "PolicySpec",
+    "Scoring",
     "check_method",
-    "get_policy",
     "is_count_known",
-    "is_fixed_budget",
+    "policy",
     "register",
 ]

@@ -104,27 +104,27 @@ def merged(view: ImageView, keep: Tensor, budgets: Tensor) -> Selection:
     return Selection(keep, budgets.long(), weights)
 
 
-@register("prumerge", needs_keys=True, count_known=False, scoring=SCORING)
+@register("prumerge", merges=True, count_known=False, scoring=SCORING)
 def prumerge_policy(view: ImageView, config: HiREDConfig) -> Selection:
     keep = outliers(view)
     return merged(view, keep, keep.sum(1))
 
 
-@register("prumerge+", needs_keys=True, count_known=False, scoring=SCORING)
+@register("prumerge+", merges=True, count_known=False, scoring=SCORING)
 def prumerge_plus_policy(view: ImageView, config: HiREDConfig) -> Selection:
     keep = outliers(view)
     keep = keep | spatial_samples(view.valid, keep)
     return merged(view, keep, keep.sum(1))
 
 
-@register("prumerge-fixed", needs_keys=True, scoring=SCORING)
+@register("prumerge-fixed", merges=True, scoring=SCORING)
 def prumerge_fixed_policy(view: ImageView, config: HiREDConfig) -> Selection:
     budgets = proportional_budgets(view.valid, view.budget)
     keep = ranked_fill(outliers(view), view.final_scores, budgets, view.valid)
     return merged(view, keep, budgets)
 
 
-@register("prumerge+-fixed", needs_keys=True, scoring=SCORING)
+@register("prumerge+-fixed", merges=True, scoring=SCORING)
 def prumerge_plus_fixed_policy(view: ImageView, config: HiREDConfig) -> Selection:
     budgets = proportional_budgets(view.valid, view.budget)
     found = outliers(view)

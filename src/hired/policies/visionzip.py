@@ -42,7 +42,7 @@ def head_mean_keys(view: ImageView) -> torch.Tensor:
     return torch.nn.functional.normalize(keys, dim=-1)
 
 
-@register("visionzip", needs_keys=True)
+@register("visionzip", merges=True)
 def visionzip_policy(view: ImageView, config: HiREDConfig) -> Selection:
     if view.keys is None:
         raise ValueError("VisionZip needs the final layer's keys; the backend passes them to NEEDS_KEYS policies")
