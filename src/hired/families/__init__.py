@@ -1,8 +1,10 @@
-"""One module per model family, and the one table of them, keyed by model type.
+"""One module per model family (geometry only), and the one table of them, keyed by model type.
 
-Loading, presets, bench and the backends all read :data:`FAMILIES`. Adding a family is one module
-here (a :class:`~hired.families.base.Family`), one line in the table and its presets; the family
-contract test (tests/test_family_contract.py) is then the only per-family test it needs.
+Loading, presets, bench and the backends all read :data:`FAMILIES`. Adding a family is its module
+here (a :class:`~hired.families.base.Family`; its docstring lists what to implement) and a line in
+this table, one row in each backend's table (``hired.backends.hf.table``,
+``hired.backends.vllm.table``) and one preset record (``hired.presets``); the family contract
+test (tests/test_family_contract.py) is then the only per-family test it needs.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from hired.errors import UnsupportedModelError
-from hired.families.base import Family
+from hired.families.base import EncoderShape, Family, ImageInput
 from hired.families.internvl import InternVLFamily
 from hired.families.llava import LlavaFamily
 from hired.families.llava_next import LlavaNextFamily
@@ -34,15 +36,4 @@ def family_for_config(model_config: Any) -> Family:
     return BY_MODEL_TYPE[model_type]
 
 
-def family_for_model(model: Any) -> Family:
-    """The family of a transformers model instance; its class must be the family's own."""
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    family = BY_MODEL_TYPE.get(model_type)
-    if family is None or not isinstance(model, family.model_class()):
-        names = ", ".join(f.model_class().__name__ for f in FAMILIES.values())
-        raise UnsupportedModelError(f"{type(model).__name__} is not supported; hired supports {names}")
-    return family
-
-
-__all__ = ["BY_MODEL_TYPE", "FAMILIES", "Family", "family_for_config", "family_for_model", "supported"]
+__all__ = ["BY_MODEL_TYPE", "FAMILIES", "EncoderShape", "Family", "ImageInput", "family_for_config", "supported"]

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
-
 from hired.core.layout import ImageLayout, single_view_layout
-from hired.families.base import Family
+from hired.families.base import Family, ImageInput
 
 
 class LlavaFamily(Family):
     name = "llava"
     model_types = ("llava",)
 
-    def model_class(self) -> type:
-        from transformers import LlavaForConditionalGeneration
-
-        return LlavaForConditionalGeneration
-
-    def layout(self, model_config: Any, image_size: tuple[int, int]) -> ImageLayout:
+    def layout(self, model_config: Any, image: ImageInput | tuple[int, int] | None = None) -> ImageLayout:
         return single_view_layout(self.tokens_per_partition(model_config))
-
-    def image_features(self, model: nn.Module, pixel_values: Tensor, image_sizes: Tensor | None,
-                       **kwargs: Any) -> list[Tensor]:
-        out = model.model.get_image_features(pixel_values=pixel_values, return_dict=True, **kwargs)
-        return list(out.pooler_output)

@@ -7,10 +7,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
 from hired.core.layout import NEWLINE, ImageLayout
-from hired.families.base import Family
+from hired.families.base import Family, ImageInput
 
 
 @lru_cache(maxsize=1024)
@@ -43,22 +42,10 @@ def anyres_layout(crop: int, patch: int, pinpoints: tuple[tuple[int, int], ...],
 class LlavaNextFamily(Family):
     name = "llava_next"
     model_types = ("llava_next",)
-    needs_image_sizes = True
 
-    def model_class(self) -> type:
-        from transformers import LlavaNextForConditionalGeneration
-
-        return LlavaNextForConditionalGeneration
-
-    def layout(self, model_config: Any, image_size: tuple[int, int]) -> ImageLayout:
+    def layout(self, model_config: Any, image: ImageInput | tuple[int, int]) -> ImageLayout:
+        size = ImageInput.of(image).picture_size(self.name)
         vision = model_config.vision_config
         pinpoints = tuple(tuple(int(v) for v in p) for p in model_config.image_grid_pinpoints)
-        return anyres_layout(int(vision.image_size), int(vision.patch_size), pinpoints,
-                             (int(image_size[0]), int(image_size[1])))
+        return anyres_layout(int(vision.image_size), int(vision.patch_size), pinpoints, size)
 
-    def image_features(self, model: nn.Module, pixel_values: Tensor, image_sizes: Tensor | None,
-                       **kwargs: Any) -> list[Tensor]:
-        out = model.model.get_image_features(
-            pixel_values=pixel_values, image_sizes=image_sizes, return_dict=True, **kwargs
-        )
-        return list(out.pooler_output)

@@ -22,7 +22,7 @@ one source token short on each side.
 
 Multi-image prompts: where a prompt holds several images (the processor's ``batch_num_images``),
 the model does not tile them; each is its base image alone plus one newline, a single partition
-ranked by plain top-k, like LLaVA-1.5 (:meth:`LlavaOnevisionFamily.layouts`).
+ranked by plain top-k, like LLaVA-1.5 (``ImageInput.in_prompt``).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from hired.core.layout import NEWLINE, ImageLayout
-from hired.errors import ImageTokenMismatchError, UnsupportedModelError
-from hired.families.base import Family
+from hired.errors import UnsupportedModelError
+from hired.families.base import Family, ImageInput
 
 
 def interpolation_weights(size_in: int, size_out: int) -> Tensor:
@@ -101,12 +101,6 @@ def onevision_layout(crop: int, patch: int, pinpoints: tuple[tuple[int, int], ..
 class LlavaOnevisionFamily(Family):
     name = "llava_onevision"
     model_types = ("llava_onevision",)
-    needs_image_sizes = True
-
-    def model_class(self) -> type:
-        from transformers import LlavaOnevisionForConditionalGeneration
-
-        return LlavaOnevisionForConditionalGeneration
 
     def has_cls(self, model_config: Any) -> bool:
         return model_config.vision_config.model_type != "siglip_vision_model"
@@ -117,55 +111,24 @@ class LlavaOnevisionFamily(Family):
             raise UnsupportedModelError(f"vision_aspect_ratio={aspect!r}: hired reads 'anyres_max_N' only")
         return int(aspect.removeprefix("anyres_max_"))
 
-    def layout(self, model_config: Any, image_size: tuple[int, int]) -> ImageLayout:
+    def layout(self, model_config: Any, image: ImageInput | tuple[int, int]) -> ImageLayout:
+        """As the model decides: an image is tiled only when its prompt holds no other image."""
+        image = ImageInput.of(image)
+        if image.in_prompt > 1:
+            return base_only_layout(self.tokens_per_partition(model_config))
+        size = image.picture_size(self.name)
         vision = model_config.vision_config
         pinpoints = tuple(tuple(int(v) for v in p) for p in model_config.image_grid_pinpoints)
-        return onevision_layout(int(vision.image_size), int(vision.patch_size), pinpoints,
-                                (int(image_size[0]), int(image_size[1])), self.max_crops(model_config))
+        return onevision_layout(int(vision.image_size), int(vision.patch_size), pinpoints, size,
+                                self.max_crops(model_config))
 
-    def layouts(self, model_config: Any, image_sizes: list[tuple[int, int]], **encoder_kwargs: Any
-                ) -> list[ImageLayout]:
-        """As the model decides: an image is tiled only when its prompt holds no other image."""
-        per_prompt = encoder_kwargs.get("batch_num_images")
-        if per_prompt is None:
-            return super().layouts(model_config, image_sizes)
-        counts = [int(n) for n in (per_prompt.tolist() if isinstance(per_prompt, Tensor) else per_prompt)]
-        if sum(counts) != len(image_sizes):
-            raise ImageTokenMismatchError(
-                f"batch_num_images {counts} adds up to {sum(counts)} images, but {len(image_sizes)} came")
-        in_prompt = [n for n in counts for _ in range(n)]
-        return [self.layout_in_prompt(model_config, size, n) for size, n in zip(image_sizes, in_prompt)]
-
-    def layout_in_prompt(self, model_config: Any, image_size: tuple[int, int], images_in_prompt: int) -> ImageLayout:
-        if images_in_prompt == 1:
-            return self.layout(model_config, image_size)
-        return base_only_layout(self.tokens_per_partition(model_config))
-
-    def check_model(self, model: nn.Module) -> None:
-        config = model.config
-        strategy = config.vision_feature_select_strategy
-        expected = "default" if self.has_cls(config) else "full"
-        if strategy != expected or not isinstance(config.vision_feature_layer, int):
+    def check_config(self, model_config: Any) -> None:
+        strategy = model_config.vision_feature_select_strategy
+        expected = "default" if self.has_cls(model_config) else "full"
+        if strategy != expected or not isinstance(model_config.vision_feature_layer, int):
             raise UnsupportedModelError(
-                f"vision_feature_select_strategy={strategy!r}, vision_feature_layer={config.vision_feature_layer!r}: "
-                f"hired reads one feature layer with strategy {expected!r} for this vision tower"
+                f"vision_feature_select_strategy={strategy!r}, vision_feature_layer="
+                f"{model_config.vision_feature_layer!r}: hired reads one feature layer with strategy {expected!r} "
+                "for this vision tower"
             )
-        self.max_crops(config)
-        attn = self.vision_layers(model)[0].self_attn
-        if not (hasattr(attn, "q_proj") and hasattr(attn, "k_proj")):
-            raise UnsupportedModelError(f"vision attention {type(attn).__name__} has no q_proj/k_proj to hook")
-
-    def vision_layers(self, model: nn.Module) -> nn.ModuleList:
-        tower = model.model.vision_tower
-        encoder = getattr(getattr(tower, "vision_model", tower), "encoder", None)
-        layers = getattr(encoder, "layers", None)
-        if layers is None:
-            raise UnsupportedModelError(f"vision tower {type(tower).__name__} has no encoder.layers to hook")
-        return layers
-
-    def image_features(self, model: nn.Module, pixel_values: Tensor, image_sizes: Tensor | None,
-                       **kwargs: Any) -> list[Tensor]:
-        out = model.model.get_image_features(
-            pixel_values=pixel_values, image_sizes=image_sizes, return_dict=True, **kwargs
-        )
-        return list(out.pooler_output)
+        self.max_crops(model_config)
