@@ -1,6 +1,7 @@
 """hired: HiRED token dropping for high-resolution vision-language models."""
 
 from hired.api import apply, from_pretrained, is_applied, planned_tokens, remove
+from hired.backends.hf.processors import processor_with_image_sizes
 from hired.config import HiREDConfig
 from hired.core.report import HiREDReport, ImageReport
 from hired.core.selection import select_tokens
@@ -33,6 +34,7 @@ __all__ = [
     "from_pretrained",
     "is_applied",
     "planned_tokens",
+    "processor_with_image_sizes",
     "remove",
     "select_tokens",
 ]

@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import nn
 
-from hired.backends.hf import HFPatch
+from hired.backends.hf import HFPatch, PatchedMethod
 from hired.config import HiREDConfig
 from hired.errors import ConfigError, HiREDError
-from hired.families import family_for_config
+from hired.recipe import Recipe
 
 _PATCHED = ("forward", "generate")
 
@@ -26,8 +26,7 @@ def apply(model: nn.Module, config: HiREDConfig | None = None) -> nn.Module:
     patch = HFPatch(model, config)  # validates before touching the model
     remove(model)
     for name in _PATCHED:
-        original = getattr(model, name)
-        setattr(model, name, getattr(patch, f"wrap_{name}")(original))
+        setattr(model, name, PatchedMethod(patch, name, getattr(model, name)))
     model.hired_adapter = patch
     model.hired_config = config
     model.hired_report = None
@@ -46,13 +45,15 @@ def is_applied(model: nn.Module) -> bool:
 
 
 def planned_tokens(model_config: Any, image_size: tuple[int, int], config: HiREDConfig | None = None,
-                   images_in_prompt: int = 1) -> int | None:
+                   images_in_prompt: int = 1, processor: Any = None) -> int | None:
     """Image tokens (visual + newline) the language model receives for one image of
     ``image_size`` = (height, width) under ``config``, from the model config and geometry alone,
     with no forward pass. ``None`` where the count depends on the content (adaptive PruMerge,
     newlines "kept_rows", official allocation below 100%). With budget 1.0 and newlines "all" it
     is the processor's placeholder count. ``images_in_prompt``: how many images the image's prompt
-    holds (LLaVA-OneVision does not tile an image that shares its prompt)."""
+    holds (LLaVA-OneVision does not tile an image that shares its prompt). ``processor``: the
+    processor (or its image options) where they decide how a picture is cut or resized and are not
+    the checkpoint's defaults (InternVL's tile limits)."""
     config = config if config is not None else HiREDConfig()
     if not isinstance(config, HiREDConfig):
         raise ConfigError(f"config must be a hired.HiREDConfig, got {type(config).__name__}")
@@ -64,7 +65,7 @@ def planned_tokens(model_config: Any, image_size: tuple[int, int], config: HiRED
         raise HiREDError(f"image_size must be positive, got {(height, width)}")
     if isinstance(images_in_prompt, bool) or not isinstance(images_in_prompt, int) or images_in_prompt < 1:
         raise HiREDError(f"images_in_prompt must be an int >= 1, got {images_in_prompt!r}")
-    return family_for_config(model_config).planned_tokens(model_config, (height, width), config, images_in_prompt)
+    return Recipe.build(model_config, config).planned_tokens((height, width), images_in_prompt, processor)
 
 
 def from_pretrained(

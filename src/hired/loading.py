@@ -158,6 +158,8 @@ def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
     local folder, loaded exactly as transformers loads it."""
     from transformers import AutoConfig
 
+    from hired.backends.hf.processors import load_processor
+    from hired.backends.hf.table import hf_model
     from hired.families import BY_MODEL_TYPE, supported
 
     source = checkpoint_source(model_id)
@@ -169,10 +171,10 @@ def load_model_and_processor(model_id: str, **kwargs: Any) -> tuple[Any, Any]:
         raise UnsupportedModelError(
             f"{model_id} is a {config.model_type!r} model; hired supports {supported()} checkpoints"
         )
-    family = BY_MODEL_TYPE[config.model_type]
+    row = hf_model(BY_MODEL_TYPE[config.model_type])
     try:
-        model = family.model_class().from_pretrained(model_id, **source, **kwargs)
-        processor = family.prepare_processor(family.load_processor(model_id, model.config, **source), model.config)
+        model = row.transformers_class().from_pretrained(model_id, **source, **kwargs)
+        processor = row.prepare_processor(load_processor(model_id, **source), model.config)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"cannot load model {model_id!r}: {str(error).splitlines()[0]}") from None
     return model.eval(), processor

@@ -49,7 +49,7 @@ def padding_side(attention_mask: Tensor | None) -> str:
 def compact_rows(
     tensors: dict[str, Tensor], keep: Tensor, pad_values: dict[str, int], side: str
 ) -> dict[str, Tensor]:
-    """Remove the positions ``keep`` marks False from every [B, L] tensor and re-pad rows."""
+    """Remove the positions ``keep`` marks False from every [B, L, ...] tensor and re-pad rows."""
     lengths = keep.sum(1)
     width = int(lengths.max()) if lengths.numel() else 0
     offsets = width - lengths if side == "left" else torch.zeros_like(lengths)
@@ -58,7 +58,8 @@ def compact_rows(
     rows = torch.arange(keep.shape[0], device=keep.device)[:, None].expand_as(keep)
     out = {}
     for name, tensor in tensors.items():
-        fresh = torch.full((keep.shape[0], width), pad_values.get(name, 0), dtype=tensor.dtype, device=tensor.device)
+        fresh = torch.full((keep.shape[0], width, *tensor.shape[2:]), pad_values.get(name, 0), dtype=tensor.dtype,
+                           device=tensor.device)
         fresh[rows[keep], columns[keep]] = tensor[keep]
         out[name] = fresh
     return out
@@ -73,7 +74,7 @@ def shrink_prompt(
     pad_token_id: int,
     extra: dict[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """input_ids / attention_mask (and any other [B, L] tensors in ``extra``) with each image's
+    """input_ids / attention_mask (and any other [B, L, ...] tensors in ``extra``) with each image's
     placeholders cut to its kept count, rows re-padded on their original padding side."""
     keep = drop_image_placeholders(input_ids, image_token_id, full_lens, kept_lens)
     side = padding_side(attention_mask)
