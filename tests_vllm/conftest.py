@@ -124,13 +124,14 @@ def hf_generate(model_dir: str, prompts: list[dict], config=None, max_new_tokens
     from transformers import AutoProcessor
 
     import hired
+    from hired.backends.hf.table import hf_model
     from hired.families import BY_MODEL_TYPE
 
     processor = AutoProcessor.from_pretrained(model_dir)
     from transformers import AutoConfig
 
     family = BY_MODEL_TYPE[AutoConfig.from_pretrained(model_dir).model_type]
-    model = family.model_class().from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = hf_model(family).transformers_class().from_pretrained(model_dir, dtype=torch.float32).eval()
     if config is not None:
         hired.apply(model, config)
     eos = model.generation_config.eos_token_id

@@ -2,9 +2,10 @@
 
 What runs where (vLLM calls :func:`register` in every process it starts):
 
-- **every process**: :func:`register` points vLLM's ``LlavaNextForConditionalGeneration`` and
-  ``LlavaForConditionalGeneration`` at hired's subclasses (lazily, by "module:Class" name), adds
-  a start-up check for both architectures, and checks the ``HIRED_*`` environment;
+- **every process**: :func:`register` points each architecture of the vLLM table
+  (:mod:`~hired.backends.vllm.table`: ``LlavaNextForConditionalGeneration``,
+  ``LlavaForConditionalGeneration``) at hired's subclass (lazily, by "module:Class" name), adds
+  a start-up check for each, and checks the ``HIRED_*`` environment;
 - **process 0** (``vllm serve`` / ``LLM(...)``), while vLLM builds its model config: the check
   reads the settings (``hf_overrides`` keys over environment variables,
   :mod:`~hired.backends.vllm.settings`); a bad or unservable value stops start-up with one line;
@@ -23,21 +24,10 @@ only: vLLM runs unchanged. They always map transformers-5 vision weight names
 
 from __future__ import annotations
 
-import os
-import sys
+from hired.backends.vllm.table import VLLM_MODELS
 
-ARCHS = {
-    "LlavaNextForConditionalGeneration": "hired.backends.vllm.models:HiREDLlavaNextForConditionalGeneration",
-    "LlavaForConditionalGeneration": "hired.backends.vllm.models:HiREDLlavaForConditionalGeneration",
-}
+ARCHS = {row.arch: row.target for row in VLLM_MODELS.values()}
 _registered = False
-
-
-def fail(error: Exception):
-    """Stop start-up: one line on stderr under the ``vllm`` command (no traceback), else raise."""
-    if os.path.basename(sys.argv[0] if sys.argv else "") == "vllm":
-        raise SystemExit(str(error))
-    raise error
 
 
 def register() -> None:
@@ -46,7 +36,7 @@ def register() -> None:
     global _registered
     if _registered:
         return
-    from hired.backends.vllm.settings import VLLMSettingError, read_config
+    from hired.backends.vllm.settings import VLLMSettingError, fail, read_config
 
     try:
         read_config()  # the environment alone, as early as possible

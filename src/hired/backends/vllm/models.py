@@ -32,6 +32,7 @@ from vllm.multimodal import MULTIMODAL_REGISTRY
 from hired.backends.vllm.processing import HiREDLlavaNextProcessingInfo, build_llava_info
 from hired.backends.vllm.runner import HiREDRunner, image_sizes_of
 from hired.backends.vllm.settings import describe
+from hired.backends.vllm.table import VLLM_MODELS
 from hired.backends.vllm.weights import rename_vision_tower
 
 logger = init_logger("vllm.hired")  # under "vllm." so vLLM's log settings apply
@@ -49,10 +50,11 @@ class HiREDMixin:
     mapping and the reports."""
 
     family_label = ""
+    family = ""  # the row of hired.backends.vllm.table
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.hired = HiREDRunner.build(self.config, self.vision_tower, self.multi_modal_projector)
+        self.hired = HiREDRunner.build(self.config, self, VLLM_MODELS[self.family])
         logger.info("%s (%s)", describe(self.hired.config if self.hired else None), self.family_label)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
@@ -70,6 +72,7 @@ class HiREDMixin:
 )
 class HiREDLlavaNextForConditionalGeneration(HiREDMixin, LlavaNextForConditionalGeneration):
     family_label = "LLaVA-NeXT"
+    family = "llava_next"
 
     def _process_image_input(self, image_input):
         if self.hired is None or isinstance(image_input, LlavaNextImageEmbeddingInputs):
@@ -87,6 +90,7 @@ class HiREDLlavaNextForConditionalGeneration(HiREDMixin, LlavaNextForConditional
 )
 class HiREDLlavaForConditionalGeneration(HiREDMixin, LlavaForConditionalGeneration):
     family_label = "LLaVA-1.5"
+    family = "llava"
 
     def _process_image_input(self, image_input):
         if self.hired is None or isinstance(image_input, LlavaImageEmbeddingInputs):

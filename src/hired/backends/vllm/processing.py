@@ -12,7 +12,7 @@ from vllm.model_executor.models.llava import LlavaProcessingInfo, _build_llava_o
 from vllm.model_executor.models.llava_next import LlavaNextProcessingInfo
 
 from hired.backends.vllm.settings import VLLMSettingError, read_config
-from hired.families import family_for_config
+from hired.recipe import Recipe
 
 
 def image_tokens(hf_config: Any, height: int, width: int, full: int) -> int:
@@ -20,12 +20,13 @@ def image_tokens(hf_config: Any, height: int, width: int, full: int) -> int:
     config = read_config(hf_config)
     if config is None:
         return full
-    family = family_for_config(hf_config)
-    layout = family.layout(hf_config, (height, width))
+    recipe = Recipe.build(hf_config, config)
+    layout = recipe.layout((height, width))
     if layout.length != full:  # hired's layout must be vLLM's packing, token for token
         raise VLLMSettingError(f"hired: vLLM packs a {height}x{width} image into {full} tokens but hired's "
-                               f"{family.name} layout has {layout.length}; this model's geometry is not supported")
-    planned = family.planned_tokens(hf_config, (height, width), config)
+                               f"{recipe.family.name} layout has {layout.length}; this model's geometry is not "
+                               f"supported")
+    planned = recipe.planned_tokens((height, width))
     if planned is None:  # read_config refuses such configs; kept as a guard
         raise VLLMSettingError(f"hired: the image-token count of {config.method} is not known from the size")
     return planned

@@ -13,10 +13,14 @@ HIRED_ALPHA        hired_alpha              share of the budget for the full vie
 HIRED_METHOD       hired_method             a fixed-budget policy (default ``hired``)
 HIRED_ALLOCATION   hired_allocation         ``exact`` (default) or ``official``
 HIRED_NEWLINES     hired_newlines           ``all`` (vLLM default) or ``none``
-HIRED_INIT_LAYER   hired_init_layer         early scoring layer (default 0)
+HIRED_INIT_LAYER   hired_init_layer         early scoring layer (default: the family's)
 HIRED_FINAL_LAYER  hired_final_layer        ranking layer (default: the feature layer)
 HIRED_SEED         hired_seed               seed of the ``random`` policy
+HIRED_SCORE        hired_score              ``cls`` or ``received`` (default: by encoder)
 =================  ======================  ===========================================
+
+Every value is parsed by :meth:`hired.HiREDConfig.from_strings`, the parser of the CLI and of
+lmms-eval too (method names such as ``hired-received`` included).
 
 An ``hf_overrides`` key wins over the environment variable. HiRED is on when a budget is given;
 other keys without a budget are an error, as is any bad value: :class:`VLLMSettingError`, one
@@ -32,14 +36,16 @@ Pure Python: no vLLM import, so the main test suite checks it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from hired.config import HiREDConfig, parse_budget
+from hired.config import PARSERS, HiREDConfig
 from hired.errors import ConfigError
-from hired.policies import check_method, is_count_known
+from hired.policies import POLICIES, policy
+from hired.recipe import Recipe
 
-FIELDS = ("budget", "alpha", "method", "allocation", "newlines", "init_layer", "final_layer", "seed")
+FIELDS = tuple(PARSERS)  # every HiREDConfig field, read by HiREDConfig.from_strings
 ENV = {field: f"HIRED_{field.upper()}" for field in FIELDS}
 HF_KEYS = {field: f"hired_{field}" for field in FIELDS}
 VLLM_DEFAULT_NEWLINES = "all"
@@ -49,37 +55,11 @@ class VLLMSettingError(ConfigError):
     """A HiRED setting given to vLLM is bad or cannot be served; the message is one line."""
 
 
-def _int(text: Any) -> int:
-    if isinstance(text, bool):
-        raise ValueError(text)
-    if isinstance(text, int):
-        return text
-    if isinstance(text, float) and text.is_integer():
-        return int(text)
-    return int(str(text).strip())
-
-
-def _float(text: Any) -> float:
-    if isinstance(text, bool):
-        raise ValueError(text)
-    return float(text)
-
-
-def _str(text: Any) -> str:
-    return str(text).strip()
-
-
-def _budget(value: Any) -> float | int:
-    if isinstance(value, bool):
-        raise ConfigError(f"budget must be a ratio like 0.2 or a token count like 576, got {value!r}")
-    if isinstance(value, (int, float)):
-        HiREDConfig(budget=value)
-        return value
-    return parse_budget(str(value))
-
-
-PARSERS = {"budget": _budget, "alpha": _float, "method": _str, "allocation": _str, "newlines": _str,
-           "init_layer": _int, "final_layer": _int, "seed": _int}
+def fail(error: Exception):
+    """Stop start-up: one line on stderr under the ``vllm`` command (no traceback), else raise."""
+    if os.path.basename(sys.argv[0] if sys.argv else "") == "vllm":
+        raise SystemExit(str(error))
+    raise error
 
 
 def raw_settings(hf_config: Any = None, environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, str]]:
@@ -98,56 +78,45 @@ def raw_settings(hf_config: Any = None, environ: Mapping[str, str] | None = None
     return found
 
 
-def _where(found: dict[str, tuple[Any, str]], field: str) -> str:
-    value, source = found[field]
-    return f"{source}={value!r}"
-
-
 def read_config(hf_config: Any = None, environ: Mapping[str, str] | None = None) -> HiREDConfig | None:
     """The HiRED config vLLM should serve, or ``None`` when HiRED is not configured (vLLM then
     runs unchanged). Raises :class:`VLLMSettingError` (one line) on a bad or unservable value."""
     found = raw_settings(hf_config, environ)
     if not found:
         return None
+    names = {field: source for field, (_, source) in found.items()}
     if "budget" not in found:
-        names = ", ".join(_where(found, f) for f in found)
-        raise VLLMSettingError(f"hired: {names} given without a budget; set HIRED_BUDGET (or hf_overrides "
+        given = ", ".join(f"{source}={value!r}" for value, source in found.values())
+        raise VLLMSettingError(f"hired: {given} given without a budget; set HIRED_BUDGET (or hf_overrides "
                                f"hired_budget), e.g. 0.2")
-    values: dict[str, Any] = {}
-    for field in found:
-        try:
-            values[field] = PARSERS[field](found[field][0])
-        except (ValueError, TypeError) as error:
-            detail = str(error) if isinstance(error, ConfigError) else f"not a valid {field}"
-            raise VLLMSettingError(f"hired: bad setting {_where(found, field)}: {detail}") from None
+    values = {field: value for field, (value, _) in found.items()}
     values.setdefault("newlines", VLLM_DEFAULT_NEWLINES)
     try:
-        config = HiREDConfig(**values)
+        config = HiREDConfig.from_strings(values, names)
     except ConfigError as error:
-        field = next((f for f in found if f in str(error)), "budget")
-        raise VLLMSettingError(f"hired: bad setting {_where(found, field)}: {error}") from None
+        raise VLLMSettingError(f"hired: {error}") from None
     try:
-        check_method(config.method)
+        policy(config.method)
     except ConfigError as error:
-        raise VLLMSettingError(f"hired: bad setting {_where(found, 'method')}: {error}") from None
+        method = f"{found['method'][1]}={found['method'][0]!r}" if "method" in found else "method"
+        raise VLLMSettingError(f"hired: bad setting {method}: {error}") from None
     check_servable(config, found)
     return config
 
 
 def fixed_budget_methods() -> list[str]:
-    from hired.policies import POLICIES
-
-    return [name for name in POLICIES if is_count_known(HiREDConfig(method=name))]
+    return [name for name, spec in POLICIES.items() if spec.fixed_budget]
 
 
 def check_servable(config: HiREDConfig, found: dict[str, tuple[Any, str]] | None = None) -> None:
-    """Refuse a config whose image-token count depends on the picture's content."""
+    """Refuse a config whose image-token count depends on the picture's content: vLLM writes each
+    image's placeholders into the prompt before the forward."""
     found = found or {}
 
     def name(field: str) -> str:
-        return _where(found, field) if field in found else f"{field}={getattr(config, field)!r}"
+        return f"{found[field][1]}={found[field][0]!r}" if field in found else f"{field}={getattr(config, field)!r}"
 
-    if not is_count_known(config):
+    if not policy(config.method).count_known(config):
         raise VLLMSettingError(
             f"hired: {name('method')} with {name('allocation')} and budget {config.budget!r} keeps a number of tokens "
             f"that depends on the picture; vLLM sizes each image's prompt before the forward, so serve a "
@@ -169,28 +138,26 @@ def vllm_built_layers(hf_config: Any) -> int:
     return max(count + layer + 1 if layer < 0 else layer for layer in layers)
 
 
-def check_layers(hf_config: Any, config: HiREDConfig, built: int | None = None) -> None:
-    """The scoring layers (the family's and the policy's choice) exist in the tower vLLM builds."""
-    from hired.families import family_for_config
-
+def check_layers(hf_config: Any, config: HiREDConfig, built: int | None = None) -> Recipe:
+    """The recipe of ``config`` on this model, its scoring layers (the family's and the policy's
+    choice) inside the tower vLLM builds."""
     try:
-        requests = family_for_config(hf_config).score_requests(hf_config, config)
+        recipe = Recipe.build(hf_config, config)
     except ConfigError as error:
         raise VLLMSettingError(f"hired: {error}") from None
     built = vllm_built_layers(hf_config) if built is None else built
-    deepest = max(request.layer for request in requests.values())
+    deepest = max(recipe.score_layers)
     if deepest >= built:
         raise VLLMSettingError(
             f"hired: method {config.method!r} scores at vision layer {deepest}, but vLLM builds only the first "
             f"{built} layers of this model's ViT (up to its feature layer); set HIRED_FINAL_LAYER below {built} "
             f"or serve another method"
         )
+    return recipe
 
 
 def describe(config: HiREDConfig | None) -> str:
     """One line for logs."""
     if config is None:
         return "hired: not configured (vLLM runs unchanged)"
-    return (f"hired: budget={config.budget!r} alpha={config.alpha} method={config.method} "
-            f"allocation={config.allocation} newlines={config.newline_policy} init_layer={config.init_layer} "
-            f"final_layer={config.final_layer}")
+    return "hired: " + " ".join(f"{key}={value!r}" for key, value in config.to_dict().items())

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hired.backends.vllm.settings import VLLMSettingError, check_layers, read_config
+from hired.backends.vllm.settings import VLLMSettingError, check_layers, fail, read_config
 
 
 def check_model_config(model_config: Any) -> None:
     """Read and check HiRED's settings against the model's HF config (``hf_overrides`` applied)."""
-    from hired.backends.vllm import fail
-
     hf_config = model_config.hf_config
     try:
         config = read_config(hf_config)
