@@ -88,14 +88,15 @@ def quiet_runtime() -> None:
     transformers_logging.disable_progress_bar()
 
 
-def hired_config(budget: str, alpha: float, allocation: str, method: str, init_layer: int = 0,
-                 final_layer: int | None = None, score: str | None = None):
-    from hired.config import HiREDConfig, parse_budget
-    from hired.policies import check_method
+def hired_config(**options: Any):
+    """The config of the command's HiRED options, through the one settings parser (method names
+    such as "hired-official" included); a bad value is a ConfigError naming the option."""
+    from hired.config import HiREDConfig
+    from hired.policies import policy
 
-    check_method(method)
-    return HiREDConfig(budget=parse_budget(budget), alpha=alpha, allocation=allocation, method=method,
-                       init_layer=init_layer, final_layer=final_layer, score=score)
+    config = HiREDConfig.from_strings(options, names={k: "--" + k.replace("_", "-") for k in options})
+    policy(config.method)
+    return config
 
 
 def finite_or_none(value: Any) -> Any:
@@ -139,10 +140,13 @@ def run(
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of the budget for the full-image view."),
     allocation: str = typer.Option("exact", help="exact, or official (the published code's rounding)."),
     method: str = typer.Option("hired", help="Drop policy."),
-    init_layer: int = typer.Option(0, help="ViT layer that measures each sub-image's content."),
+    init_layer: int | None = typer.Option(None, help="ViT layer that measures each region's content "
+                                          "(default: the family's early layer)."),
     final_layer: int | None = typer.Option(None, help="ViT layer that ranks tokens (default: feature layer)."),
     score: str | None = typer.Option(None, help="cls (CLS attention) or received (attention each token "
                                      "receives); default: cls where the ViT has a CLS token."),
+    newlines: str | None = typer.Option(None, help="kept_rows, all or none: image-newline tokens after "
+                                        "sub-image rows (default: kept_rows; none in official mode)."),
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     max_new_tokens: int = typer.Option(32, min=1, help="Tokens to generate."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -167,7 +171,8 @@ def run(
     elif prompt is None:
         raise OptionError("--image needs a --prompt (or give neither for the sample scene)")
     quiet_runtime()
-    config = hired_config(budget, alpha, allocation, method, init_layer, final_layer, score)
+    config = hired_config(budget=budget, alpha=alpha, allocation=allocation, method=method, init_layer=init_layer,
+                          final_layer=final_layer, score=score, newlines=newlines)
     picture = load_image(image)
     loaded = load(model, device=device, dtype=dtype)
     hired.apply(loaded.model, config)

@@ -183,8 +183,8 @@ def collect(
     pictures. ``prompt`` must already hold the image placeholder (see ``LoadedModel.format_prompt``).
     The model is left patched as it was on entry."""
     import hired
+    from hired.backends.hf.table import family_for_model
     from hired.experiments import method_config
-    from hired.families import family_for_model
     from hired.loading import model_inputs
 
     configs = [method_config(m, budget, alpha, seed) for m in methods]  # validate first
@@ -193,7 +193,8 @@ def collect(
     pixels = inputs["pixel_values"]  # [1, P, 3, H, W] (LLaVA-NeXT), or the image's flat crops [P, 3, H, W]
     pixels = pixels[0] if pixels.dim() == 5 else pixels
     pictures = partition_pictures(pixels, image_processor.image_mean, image_processor.image_std)
-    order = family_for_model(model).layout(model.config, (image.height, image.width)).crop_order
+    family, _ = family_for_model(model)
+    order = family.layout(model.config, (image.height, image.width)).crop_order
     if order is not None:  # the model's crop order (InternVL: thumbnail last) -> HiRED's (full view first)
         pictures = [pictures[i] for i in order]
     before = model.__dict__.get("hired_config")

@@ -33,19 +33,15 @@ CONVENTION = (
 
 @dataclass(frozen=True)
 class VisionShape:
+    """The vision encoder's sizes per crop (the family's :class:`~hired.families.EncoderShape`)."""
+
     hidden: int
     intermediate: int
     layers: int
-    image_size: int
-    patch_size: int
-    channels: int = 3
+    tokens: int  # per crop, CLS included
+    patch_values: int  # input values per patch (3 p^2)
     pool: int = 1  # patch tokens merged into one projector input (pixel shuffle 0.5: 4)
     cls: int = 1  # CLS tokens per crop (SigLIP: 0)
-
-    @property
-    def tokens(self) -> int:
-        """Tokens per crop including CLS."""
-        return (self.image_size // self.patch_size) ** 2 + self.cls
 
 
 @dataclass(frozen=True)
@@ -64,20 +60,18 @@ class TextShape:
 
 
 def shapes_of(config: Any) -> tuple[VisionShape, TextShape]:
-    """The shapes of a LLaVA / LLaVA-NeXT / InternVL transformers config (the layers actually built)."""
-    vision, text = config.vision_config, config.text_config
-    image_size, patch_size = (v[0] if isinstance(v, (list, tuple)) else v  # InternVL: (h, w) pairs
-                              for v in (vision.image_size, vision.patch_size))
-    ratio = getattr(config, "downsample_ratio", None)  # InternVL's pixel shuffle
-    pool = round(1 / ratio) ** 2 if ratio else 1
-    cls = 0 if getattr(vision, "model_type", "") == "siglip_vision_model" else 1
+    """The shapes of a supported model's transformers config: the vision side as its family
+    reports it, the language model from ``text_config``."""
+    from hired.families import family_for_config
+
+    encoder = family_for_config(config).encoder_shape(config)
+    text = config.text_config
     heads = text.num_attention_heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
     if head_dim * heads != text.hidden_size:
         raise ValueError("head_dim * heads != hidden_size is not covered by this FLOPs model")
     return (
-        VisionShape(vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers, image_size,
-                    patch_size, getattr(vision, "num_channels", 3), pool, cls),
+        VisionShape(**asdict(encoder)),
         TextShape(text.hidden_size, text.intermediate_size, text.num_hidden_layers, heads,
                   getattr(text, "num_key_value_heads", None) or heads, text.vocab_size),
     )
@@ -86,7 +80,7 @@ def shapes_of(config: Any) -> tuple[VisionShape, TextShape]:
 def vit_flops(vision: VisionShape, crops: int) -> int:
     """ViT forward FLOPs over ``crops`` crops (all layers, attention's quadratic term included)."""
     t, d, f = vision.tokens, vision.hidden, vision.intermediate
-    embed = 2 * (t - vision.cls) * (vision.channels * vision.patch_size**2) * d
+    embed = 2 * (t - vision.cls) * vision.patch_values * d
     per_layer = 2 * t * 4 * d * d + 2 * t * 2 * d * f + 2 * 2 * t * t * d
     return crops * (embed + vision.layers * per_layer)
 

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hired.backends.hf.table import family_for_model
 from hired.bench.settings import PROMPT
-from hired.families import family_for_model
 from hired.loading import LoadedModel
 
 
@@ -28,6 +28,7 @@ def make_inputs(loaded: LoadedModel, width: int, height: int, batch: int, prompt
 def image_geometry(model: torch.nn.Module, height: int, width: int) -> dict[str, int]:
     """Crops the ViT runs on, partition tokens, tokens the full model keeps (valid after
     unpadding) and the image tokens it gives the language model (newlines included)."""
-    layout = family_for_model(model).layout(model.config, (height, width))
+    family, _ = family_for_model(model)
+    layout = family.layout(model.config, (height, width))
     return {"crops": layout.partitions, "total": layout.total, "valid": int(layout.valid.sum()),
             "llm_tokens": layout.length}

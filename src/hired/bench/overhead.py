@@ -12,11 +12,11 @@ from typing import Any
 import torch
 
 import hired
-from hired.backends.hf import HFPatch
+from hired.backends.hf import ImageEncoder
 from hired.bench.settings import BenchSettings
 from hired.bench.timing import synchronize
+from hired.config import HiREDConfig
 from hired.experiments import FULL, Arm
-from hired.families import family_for_model
 from hired.loading import LoadedModel
 
 
@@ -44,27 +44,27 @@ def smallest_budget_arms(arms: list[Arm], total: int) -> dict[str, Arm]:
 
 def measure_overhead(loaded: LoadedModel, arms: list[Arm], inputs: dict, settings: BenchSettings,
                      geometry: dict, advance: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
-    """Plain ViT + projector (the family's ``image_features``, the model's own encoding) against
-    the patch's hooked encoder run plus its per-image plans, interleaved repetition by repetition.
-    ``selection`` is the plans alone."""
+    """Plain ViT + projector (the model's own encoding) against the hooked encoder run plus the
+    per-batch step (selection and feature gathering), interleaved repetition by repetition.
+    ``selection`` is the step alone."""
     model = loaded.model
     device = model.device
     hired.remove(model)
-    family = family_for_model(model)
     chosen = smallest_budget_arms(arms, geometry["total"])
-    patches = {m: HFPatch(model, arm.config(settings.alpha, settings.seed)) for m, arm in chosen.items()}
-    pixel_values, sizes = inputs["pixel_values"], inputs.get("image_sizes")
+    encoders = {m: ImageEncoder(model, arm.config(settings.alpha, settings.seed)) for m, arm in chosen.items()}
+    plain_encoder = next(iter(encoders.values()), None) or ImageEncoder(model, HiREDConfig(budget=1.0))
+    call = plain_encoder.image_call(dict(inputs))
     plain: list[float] = []
     hooked: dict[str, list[float]] = {m: [] for m in chosen}
     selection: dict[str, list[float]] = {m: [] for m in chosen}
     for rep in range(settings.warmup + settings.runs):
-        t, _ = timed(lambda: family.image_features(model, pixel_values, sizes), device)
+        t, _ = timed(functools.partial(plain_encoder.plain, call), device)
         if rep >= settings.warmup:
             plain.append(t)
         advance()
-        for method, patch in patches.items():
-            t_encoder, batch = timed(functools.partial(patch.run_encoder, pixel_values, sizes), device)
-            t_plan, _ = timed(functools.partial(patch.plan_images, batch), device)
+        for method, encoder in encoders.items():
+            t_encoder, encoded = timed(functools.partial(encoder.run, call), device)
+            t_plan, _ = timed(functools.partial(encoder.cut, encoded), device)
             if rep >= settings.warmup:
                 hooked[method].append(t_encoder)
                 selection[method].append(t_plan)

@@ -33,7 +33,7 @@ def _kept(value: float | int | None) -> str:
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
     rows = []
     for row in results["results"]:
-        width, height = row["image_size"]
+        height, width = row["image_size"]
         common = [row["method"], budget_label(row), f"{width}x{height}",
                   str(row["batch_size"]), f"{_kept(row['kept'])} / {row['total']}"]
         if row["status"] == "OOM":
@@ -62,7 +62,7 @@ def overhead_lines(results: dict[str, Any]) -> list[str]:
         if row.get("status") == "OOM":
             lines.append("Scoring + selection overhead: OOM")
             continue
-        width, height = row["image_size"]
+        height, width = row["image_size"]
         lines.append(
             f"Scoring + selection overhead ({row['method']} at budget {budget_label(row)}, {width}x{height}, "
             f"batch {row['batch_size']}): plain ViT + projector {row['plain_vit_ms']:.1f} ms, with hooks + "
@@ -96,7 +96,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     vit_shares = [r for r in results["results"] if r.get("vit_share_of_ttft") is not None]
     for r in vit_shares:
         extra.append(f"ViT + projector are {100 * r['vit_share_of_ttft']:.1f}% of the full model's TTFT "
-                     f"({r['image_size'][0]}x{r['image_size'][1]}, batch {r['batch_size']}).")
+                     f"({r['image_size'][1]}x{r['image_size'][0]}, batch {r['batch_size']}).")
     if extra:
         lines += [""] + extra
     lines += ["", f"Ideal speedup: {results['flops_convention']}."]
@@ -118,7 +118,7 @@ def plot_speedup(results: dict[str, Any], path: Path) -> None:
     for row in results["results"]:
         if row["method"] == "full" or row["status"] == "OOM" or row["kept"] is None:
             continue
-        size = "x".join(map(str, row["image_size"]))
+        size = "x".join(map(str, row["image_size"][::-1]))  # width x height, as pictures are named
         groups.setdefault((row["method"], size, row["batch_size"]), []).append(row)
     many = len({(s, b) for _, s, b in groups}) > 1
     for (method, size, batch), rows in groups.items():

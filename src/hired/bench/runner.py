@@ -191,7 +191,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, log: Callable[[str
                 rows = [summarize_arm(arm, raw[arm.key], geometry, batch, full_len) for arm in arms]
                 full = rows[0]
                 for row in rows:
-                    row.update(image_size=[width, height], batch_size=batch, crops=geometry["crops"],
+                    row.update(image_size=[height, width], batch_size=batch, crops=geometry["crops"],
                                prompt_len=full_len)
                     compare(row, full, vision, text, geometry, batch, full_len)
                 results.extend(rows)
@@ -206,10 +206,10 @@ def run_bench(settings: BenchSettings, progress: bool = True, log: Callable[[str
                     free_accelerator_memory(device)
                     rows = [{"method": "*", "status": "OOM"}]
                 for row in rows:
-                    row["image_size"] = [width, height]
+                    row["image_size"] = [height, width]
                 overhead.extend(rows)
                 # ViT share of the full model's TTFT, to read the measured speedup against the ideal.
-                full_rows = [r for r in results if r["method"] == FULL and r["image_size"] == [width, height]
+                full_rows = [r for r in results if r["method"] == FULL and r["image_size"] == [height, width]
                              and r["batch_size"] == settings.batch_sizes[0]]
                 if rows and "plain_vit_ms" in rows[0] and full_rows and full_rows[0]["median"]["ttft"]:
                     full_rows[0]["vit_share_of_ttft"] = rows[0]["plain_vit_ms"] / 1000 / full_rows[0]["median"]["ttft"]

@@ -12,20 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from hired.config import HiREDConfig, parse_budget
-
-HIRED_ARGS = ("budget", "alpha", "allocation", "method", "init_layer", "final_layer", "seed")
+from hired.config import PARSERS, HiREDConfig
 
 
 def split_model_args(kwargs: dict[str, Any]) -> tuple[HiREDConfig, dict[str, Any]]:
-    """Separate HiRED's options from lmms-eval's llava_hf options (values may arrive as strings)."""
-    ours = {k: kwargs.pop(k) for k in HIRED_ARGS if k in kwargs}
-    if "budget" in ours:
-        ours["budget"] = parse_budget(ours["budget"])
-    for key in ("alpha",):
-        if key in ours:
-            ours[key] = float(ours[key])
-    for key in ("init_layer", "final_layer", "seed"):
-        if key in ours and ours[key] is not None:
-            ours[key] = int(ours[key])
-    return HiREDConfig(**ours), kwargs
+    """Separate HiRED's options (every HiREDConfig field, read by the one settings parser) from
+    lmms-eval's llava_hf options; values arrive as strings."""
+    from hired.policies import policy
+
+    ours = {k: kwargs.pop(k) for k in PARSERS if k in kwargs}
+    config = HiREDConfig.from_strings(ours)
+    policy(config.method)
+    return config, kwargs
