@@ -9,9 +9,10 @@ import hired
 from hired import HiREDConfig
 from hired.core.view import ImageView
 from hired.errors import ConfigError
-from hired.policies import ADAPTIVE, FIXED_BUDGET, NEEDS_KEYS, POLICIES, check_method
+from hired.policies import ADAPTIVE, FIXED_BUDGET, POLICIES, check_method
 from hired.policies.common import lattice, proportional_budgets
 
+NEEDS_KEYS = {name for name, spec in POLICIES.items() if spec.merges}
 P, N, D = 5, 576, 16
 
 
@@ -249,9 +250,10 @@ def test_merging_acts_on_clip_features_before_the_projector(tiny_llava, name):
     hired.apply(model, HiREDConfig(budget=0.2, method=name))
     try:
         with torch.no_grad():
-            batch = model.hired_adapter.run_encoder(inputs["pixel_values"], None)
-            features, _ = model.hired_adapter.plan_images(batch)
-            selection = batch.selections[0]
+            encoder = model.hired_adapter.encoder
+            encoded = encoder.run(encoder.image_call({"pixel_values": inputs["pixel_values"]}))
+            features, _ = encoder.cut(encoded)
+            selection = encoded.step.selections[0]
             keep = selection.keep[0]
             merged = selection.merge_weights[0][keep] @ hidden[0][0]  # [kept, D_vision]
             expected = model.model.multi_modal_projector(merged)

@@ -18,7 +18,8 @@ SIZE = (200, 150)  # width, height: 3 crops of the tiny LLaVA-NeXT
 
 
 # -- FLOPs ---------------------------------------------------------------------------------
-VISION = flops.VisionShape(hidden=4, intermediate=8, layers=2, image_size=28, patch_size=14)  # 5 tokens a crop
+# 28 px crops of 14 px patches: 4 patches + CLS
+VISION = flops.VisionShape(hidden=4, intermediate=8, layers=2, tokens=5, patch_values=3 * 14 * 14)
 TEXT = flops.TextShape(hidden=8, intermediate=16, layers=2, heads=2, kv_heads=1, vocab=10)  # d_kv = 4
 
 

@@ -31,7 +31,9 @@ from hired.errors import (
     UnsupportedModelError,
 )
 from hired.evaluation.data import load_items
+from hired.families import FAMILIES
 from hired.images import load_image
+from hired.presets import record_of
 
 runner = CliRunner()
 RNG = random.Random(14)
@@ -45,15 +47,12 @@ FIXED = ["hired", "random", "spatial", "visionzip", "prumerge+-fixed"]
 
 
 # -- pictures of any size through the API ----------------------------------------------------
-PROMPTS = {"internvl": "<IMG_CONTEXT>\nwhat is it"}
-
-
 def image_inputs(processor, height, width, seed=0, family="llava_next", image=None):
     image = noise_image(height, width, seed) if image is None else image
-    return processor(images=image, text=PROMPTS.get(family, "<image>\nwhat is it"), return_tensors="pt")
+    return processor(images=image, text=record_of(family).prompt("what is it"), return_tensors="pt")
 
 
-@pytest.mark.parametrize("family", ["llava_next", "llava", "internvl", "llava_onevision"])
+@pytest.mark.parametrize("family", list(FAMILIES))
 def test_any_aspect_ratio_keeps_the_exact_budget_and_parity_at_full_budget(family, tiny_models):
     model, processor = tiny_models[family]
     try:

@@ -210,14 +210,16 @@ def eager_forward(tower, pixels):
 def test_scores_match_eager_attention(model_next):
     """The hooked CLS row equals the eager attention matrix's CLS row."""
     model, processor = model_next
-    from hired.backends.hf.hooks import record_cls_attention
+    from hired.backends.hf.hooks import recording
+    from hired.backends.hf.table import self_attn_qk
+    from hired.core.recorder import ScoreRecorder
     from hired.core.scoring import ScoreRequest
 
     tower = model.model.vision_tower
     pixels = inputs_for(processor, noise_image(336, 336))["pixel_values"][0, :2]
-    layers = {0: tower.encoder.layers[0].self_attn, 1: tower.encoder.layers[1].self_attn}
-    requests = {layer: ScoreRequest(layer, 4) for layer in (0, 1)}
-    with torch.no_grad(), record_cls_attention(layers, requests) as recorder:
+    sources = {layer: self_attn_qk(tower.encoder.layers[layer]) for layer in (0, 1)}
+    recorder = ScoreRecorder({layer: ScoreRequest(layer, 4) for layer in (0, 1)})
+    with torch.no_grad(), recording(recorder, sources):
         assert not no_hooks_left(model)  # the check below would see leftover hooks
         sdpa = tower(pixels)
     assert no_hooks_left(model)
@@ -232,13 +234,16 @@ def test_received_scores_match_eager_attention_in_query_chunks(model_next):
     """score="received": the mean attention each patch receives from the patch queries, over heads,
     equals the eager attention matrix's, computed in chunks of queries."""
     model, processor = model_next
-    from hired.backends.hf.hooks import ScoreRequest, record_cls_attention
+    from hired.backends.hf.hooks import recording
+    from hired.backends.hf.table import self_attn_qk
+    from hired.core.recorder import ScoreRecorder
+    from hired.core.scoring import ScoreRequest
 
     tower = model.model.vision_tower
     pixels = inputs_for(processor, noise_image(336, 336))["pixel_values"][0, :2]
-    layers = {0: tower.encoder.layers[0].self_attn, 1: tower.encoder.layers[1].self_attn}
-    requests = {layer: ScoreRequest(layer, 4, kind="received") for layer in layers}
-    with torch.no_grad(), record_cls_attention(layers, requests) as recorder:
+    sources = {layer: self_attn_qk(tower.encoder.layers[layer]) for layer in (0, 1)}
+    recorder = ScoreRecorder({layer: ScoreRequest(layer, 4, kind="received") for layer in (0, 1)})
+    with torch.no_grad(), recording(recorder, sources):
         tower(pixels)
     eager = eager_forward(tower, pixels)
     for layer in (0, 1):

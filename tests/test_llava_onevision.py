@@ -31,7 +31,7 @@ def test_cls_scores_are_refused_without_a_cls_token(model_and_processor):
     with pytest.raises(hired.UnsupportedModelError, match="no CLS token"):
         hired.apply(model, HiREDConfig(score="cls"))
     hired.apply(model, HiREDConfig())  # the default: the substitute
-    assert model.hired_adapter.score == "received"
+    assert model.hired_adapter.encoder.recipe.requests["final"].kind == "received"
     hired.remove(model)
 
 
@@ -40,7 +40,7 @@ def test_received_scores_match_eager_attention(model_and_processor):
     pixels = inputs_for(processor, (300, 900))["pixel_values"][0]
     patch = hired.apply(model, HiREDConfig(budget=0.2)).hired_adapter
     tower = model.model.vision_tower
-    with torch.no_grad(), patch.scoring_hooks() as recorder:
+    with torch.no_grad(), patch.encoder.scoring() as recorder:
         tower(pixels)
     hired.remove(model)
     tower.set_attn_implementation("eager")
@@ -49,7 +49,8 @@ def test_received_scores_match_eager_attention(model_and_processor):
             eager = tower(pixels, output_attentions=True)
     finally:
         tower.set_attn_implementation("sdpa")
-    for name, layer in (("init", patch.init_layer), ("final", patch.final_layer)):
+    for name, request in patch.encoder.recipe.requests.items():
+        layer = request.layer
         expected = eager.attentions[layer].mean((1, 2))  # every query, every head; no CLS to skip
         torch.testing.assert_close(recorder.scores[name], expected, rtol=1e-5, atol=1e-8)
 

@@ -17,6 +17,7 @@ from conftest import noise_image
 
 import hired
 from hired import HiREDConfig
+from hired.backends.hf.table import family_for_model
 from hired.presets import build_processor
 from hired.presets import tiny as tiny_model
 
@@ -123,7 +124,7 @@ def test_official_mode_feeds_the_forks_selection_in_transformers_layout(tiny, si
         inputs = dict(processor(images=noise_image(*size, seed=3), text="<image>\nwhat", return_tensors="pt"))
         inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
         pixels = inputs["pixel_values"][0]
-        family = hired.families.family_for_model(model)
+        family, _ = family_for_model(model)
         layout = family.layout(model.config, size)
         top, bottom = cls_rows(model, pixels, 0), cls_rows(model, pixels, 1)  # 3-layer tiny ViT: feature layer -2 = 1
         expected_mask = fork_masks(top, bottom, layout.grid)
@@ -132,7 +133,7 @@ def test_official_mode_feeds_the_forks_selection_in_transformers_layout(tiny, si
 
         hired.apply(model, HiREDConfig(budget=RATE, alpha=ALPHA, allocation="official"))
         with torch.no_grad():
-            got, reports = model.hired_adapter.encode_images(inputs["pixel_values"], inputs["image_sizes"])
+            got, reports = model.hired_adapter.encoder.encode({k: inputs[k] for k in ("pixel_values", "image_sizes")})
         mask = reports[0].keep_mask
         assert mask.sum(1).tolist() == expected_mask.sum(1).tolist()  # the fork's budgets, floors and all
         for p in range(mask.shape[0]):  # the same top scores (in bf16, tied scores may swap places)

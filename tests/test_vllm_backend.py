@@ -7,16 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from hired.backends.vllm.scoring import (
-    QKVScoreRecorder,
-    one_head_cls_attention,
-    partial_cls_attention,
-    partial_cls_logits,
-)
+from hired.backends.vllm.scoring import QKVHooks
 from hired.backends.vllm.settings import VLLMSettingError, check_layers, read_config, vllm_built_layers
 from hired.backends.vllm.weights import vision_tower_key
 from hired.config import HiREDConfig
-from hired.core.scoring import ScoreRequest, cls_attention
+from hired.core.recorder import ScoreRecorder
+from hired.core.scoring import ScoreRequest, cls_attention, received_attention
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -96,6 +92,39 @@ def fused_qkv_shards(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: i
     return out
 
 
+def simulate_ranks(shards: list[torch.Tensor], requests: dict, heads: int, keep_keys=()) -> list[ScoreRecorder]:
+    """Each rank's recorder after one qkv output, the group's collectives simulated: a first pass
+    records what every rank hands to each collective (no collective's input depends on an
+    earlier one's output), a second pass answers each call with the sum / concatenation over ranks."""
+    ranks = len(shards)
+    reduced: list[list[torch.Tensor]] = [[] for _ in shards]
+    gathered: list[list[torch.Tensor]] = [[] for _ in shards]
+
+    def recorder(reduce, gather) -> ScoreRecorder:
+        return ScoreRecorder(requests, True, keep_keys, heads // ranks, ranks, reduce, gather)
+
+    layer = next(iter(requests.values())).layer
+    for rank, shard in enumerate(shards):
+        recorder(lambda t, r=rank: reduced[r].append(t) or t,
+                 lambda t, r=rank: gathered[r].append(t) or t).record_qkv(layer, shard)
+    out = []
+    for shard in shards:
+        calls = {"reduce": 0, "gather": 0}
+
+        def reduce(t, calls=calls):
+            i, calls["reduce"] = calls["reduce"], calls["reduce"] + 1
+            return sum(reduced[r][i] for r in range(ranks))
+
+        def gather(t, calls=calls):
+            i, calls["gather"] = calls["gather"], calls["gather"] + 1
+            return torch.cat([gathered[r][i] for r in range(ranks)], -1)
+
+        rec = recorder(reduce, gather)
+        rec.record_qkv(layer, shard)
+        out.append(rec)
+    return out
+
+
 @pytest.mark.parametrize("heads, ranks", [(4, 1), (4, 2), (4, 4), (16, 8), (6, 3)])
 def test_sum_of_shard_partials_is_the_unsharded_cls_row(heads, ranks):
     torch.manual_seed(heads * 10 + ranks)
@@ -103,12 +132,14 @@ def test_sum_of_shard_partials_is_the_unsharded_cls_row(heads, ranks):
     q, k, v = (torch.randn(B, T, heads * d) * 2 for _ in range(3))
     full = cls_attention(q[:, 0], k, heads)
     shards = fused_qkv_shards(q, k, v, heads, ranks)
-    partials = [partial_cls_attention(s, heads // ranks) for s in shards]
-    summed = torch.stack(partials).sum(0)  # the all-reduce
-    torch.testing.assert_close(summed, full, rtol=1e-5, atol=1e-6)
-    assert summed.shape == (B, T - 1)
+    recorders = simulate_ranks(shards, {"final": ScoreRequest(3, heads)}, heads)
+    for rec in recorders:  # every rank ends with the unsharded row
+        torch.testing.assert_close(rec.scores["final"], full, rtol=1e-5, atol=1e-6)
+        assert rec.scores["final"].shape == (B, T - 1)
     if ranks > 1:  # one rank alone is not the answer: the reduction matters
-        assert not torch.allclose(partials[0], full)
+        alone = ScoreRecorder({"final": ScoreRequest(3, heads)}, local_heads=heads // ranks)
+        alone.record_qkv(3, shards[0])
+        assert not torch.allclose(alone.scores["final"], full)
 
 
 @pytest.mark.parametrize("heads, ranks", [(4, 2), (16, 8), (6, 3)])
@@ -117,10 +148,33 @@ def test_one_head_logits_summed_over_shards_are_the_unsharded_row(heads, ranks):
     torch.manual_seed(ranks)
     B, T, d = 2, 33, 8
     q, k, v = (torch.randn(B, T, heads * d) for _ in range(3))
-    shards = fused_qkv_shards(q, k, v, heads, ranks)
-    logits = torch.stack([partial_cls_logits(s) for s in shards]).sum(0)  # the all-reduce
-    torch.testing.assert_close(one_head_cls_attention(logits, heads * d), cls_attention(q[:, 0], k, 1),
-                               rtol=1e-5, atol=1e-6)
+    recorders = simulate_ranks(fused_qkv_shards(q, k, v, heads, ranks), {"final": ScoreRequest(3, 1)}, heads,
+                               keep_keys=(3,))
+    for rec in recorders:
+        torch.testing.assert_close(rec.scores["final"], cls_attention(q[:, 0], k, 1), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(rec.keys[3], k[:, 1:])  # every head's keys, gathered
+
+
+@pytest.mark.parametrize("heads, ranks", [(4, 2), (6, 3)])
+def test_received_scores_summed_over_shards_are_the_unsharded_ones(heads, ranks):
+    torch.manual_seed(heads + ranks)
+    B, T, d = 2, 21, 8
+    q, k, v = (torch.randn(B, T, heads * d) for _ in range(3))
+    requests = {"final": ScoreRequest(3, heads, kind="received")}
+    for rec in simulate_ranks(fused_qkv_shards(q, k, v, heads, ranks), requests, heads):
+        torch.testing.assert_close(rec.scores["final"], received_attention(q, k, heads, 1), rtol=1e-5, atol=1e-6)
+
+
+def test_packed_segments_score_each_image_alone():
+    """A packed [T, D] sequence of two images (Qwen's ViT, vLLM's encoders) scores as two batches."""
+    torch.manual_seed(3)
+    heads, d = 2, 8
+    q, k = torch.randn(30, heads * d), torch.randn(30, heads * d)
+    rec = ScoreRecorder({"final": ScoreRequest(0, heads, kind="received")}, has_cls=False)
+    rec.record(0, q, k, segments=[12, 18])
+    first, second = rec.scores["final"]
+    torch.testing.assert_close(first, received_attention(q[None, :12], k[None, :12], heads, 0))
+    torch.testing.assert_close(second, received_attention(q[None, 12:], k[None, 12:], heads, 0))
 
 
 class Proj(nn.Module):
@@ -134,46 +188,23 @@ class Proj(nn.Module):
         return self.output, None
 
 
-def test_recorder_reduces_and_gathers_across_simulated_ranks():
-    torch.manual_seed(0)
-    heads, ranks, B, T, d = 8, 4, 2, 17, 4
-    q, k, v = (torch.randn(B, T, heads * d) for _ in range(3))
-    shards = fused_qkv_shards(q, k, v, heads, ranks)
-    partials = [partial_cls_attention(s, heads // ranks) for s in shards]
-    logits = [partial_cls_logits(s) for s in shards]
-    local_keys = [s.chunk(3, -1)[1][:, 1:] for s in shards]
-    proj = Proj(shards[0])  # rank 0; the other ranks' contributions come in through the collectives
-
-    def all_reduce(t):
-        return t + (sum(partials[1:]) if t.shape == partials[0].shape else sum(logits[1:]))
-
-    requests = {"init": ScoreRequest(3, heads), "final": ScoreRequest(3, 1)}
-    recorder = QKVScoreRecorder({3: proj}, requests, heads // ranks, ranks, all_reduce,
-                                lambda t: torch.cat([t, *local_keys[1:]], -1), keep_keys=(3,))
-    proj(None)
-    assert recorder.scores == {}  # inactive outside recording()
-    with recorder.recording():
-        proj(None)
-    torch.testing.assert_close(recorder.scores["init"], cls_attention(q[:, 0], k, heads), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(recorder.scores["final"], cls_attention(q[:, 0], k, 1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(recorder.keys[3], k[:, 1:])
-    recorder.remove()
-    with recorder.recording():
-        proj(None)
-    assert recorder.scores == {}
-
-
-def test_unsharded_recorder_is_the_hf_hooks_math():
+def test_qkv_hooks_feed_the_recorder_only_while_recording():
     torch.manual_seed(1)
     heads, B, T, d = 4, 2, 10, 8
     q, k, v = (torch.randn(B, T, heads * d) for _ in range(3))
-    proj = nn.Identity()
+    proj = Proj(torch.cat([q, k, v], -1))
     requests = {"init": ScoreRequest(0, heads), "final": ScoreRequest(0, 1, None)}
-    recorder = QKVScoreRecorder({0: proj}, requests, heads)
-    with recorder.recording():
-        proj(torch.cat([q, k, v], -1))
+    hooks = QKVHooks({0: proj}, ScoreRecorder(requests))
+    proj(None)
+    assert hooks.recorder.scores == {}  # inactive outside recording()
+    with hooks.recording() as recorder:
+        proj(None)
     assert torch.equal(recorder.scores["init"], cls_attention(q[:, 0], k, heads))
     assert torch.equal(recorder.scores["final"], cls_attention(q[:, 0], k, 1, None))
+    hooks.remove()
+    with hooks.recording():
+        proj(None)
+    assert hooks.recorder.scores == {}
 
 
 def test_layers_vllm_does_not_build_are_refused():
