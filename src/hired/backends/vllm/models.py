@@ -96,6 +96,6 @@ class HiREDLlavaForConditionalGeneration(HiREDMixin, LlavaForConditionalGenerati
         if self.hired is None or isinstance(image_input, LlavaImageEmbeddingInputs):
             return super()._process_image_input(image_input)
         count = len(image_input["pixel_values"])
-        size = self.config.vision_config.image_size  # one crop; the layout does not depend on the size
+        # one crop whatever the picture; vLLM does not pass the picture's size (reports say None)
         encode = super()._process_image_input
-        return self.hired.run(lambda: list(encode(image_input)), [(size, size)] * count, [1] * count)
+        return self.hired.run(lambda: list(encode(image_input)), [None] * count, [1] * count)

@@ -23,6 +23,7 @@ from hired.backends.vllm.table import VLLMRow
 from hired.core.batch import BatchStep
 from hired.core.recorder import ScoreRecorder
 from hired.core.report import ImageReport
+from hired.families import ImageInput
 from hired.recipe import Recipe
 
 REPORTS_KEPT = 256  # the last reports, for tests and debugging (LLM.apply_model can read them)
@@ -68,11 +69,13 @@ class HiREDRunner:
         self.select()
         return (torch.cat(self._step.merge(args[0])), *args[1:])
 
-    def run(self, encode: Callable[[], Sequence[Tensor]], sizes: Sequence[tuple[int, int]],
+    def run(self, encode: Callable[[], Sequence[Tensor]], sizes: Sequence[tuple[int, int] | None],
             crops: Sequence[int]) -> list[Tensor]:
         """``encode()`` is vLLM's own image encoding (ViT + projector + packing) of a batch of
-        images of ``sizes`` with ``crops`` ViT rows each; returns each image's kept features."""
-        layouts = [self.recipe.layout(size) for size in sizes]
+        images of ``sizes`` (the pictures' (height, width); ``None`` where vLLM does not pass it
+        and the layout does not need it) with ``crops`` ViT rows each; returns each image's kept
+        features."""
+        layouts = [self.recipe.layout(ImageInput(size=size)) for size in sizes]
         self._step = self.recipe.batch(layouts, rows=list(crops), sizes=list(sizes))
         try:
             with self.hooks.recording():
