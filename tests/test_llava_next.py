@@ -118,6 +118,19 @@ def test_text_only_prompts_pass_through(model_next):
     assert model.hired_report is None
 
 
+def test_a_compiled_forward_traces_through_the_patch(model_next):
+    """generate with a compiled forward (transformers' compile path) traces the patched forward
+    whole: its decoding steps carry no images, so the patch passes them through untraced."""
+    model, processor = model_next
+    ids = processor.tokenizer(["what is the color"], return_tensors="pt")
+    with torch.no_grad():
+        reference = model(**ids).logits
+        hired.apply(model, HiREDConfig(budget=0.2))
+        torch._dynamo.reset()
+        compiled = torch.compile(model.forward, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(**ids).logits, reference)
+
+
 def test_apply_twice_and_remove_leave_no_stacked_patches(model_next):
     model, processor = model_next
     original_forward = model.forward

@@ -244,6 +244,10 @@ class HFPatch:
     # -- the patched entry points -------------------------------------------------------------------
     def forward(self, original: Callable, args: tuple, kwargs: dict[str, Any]) -> Any:
         kwargs = named_arguments(original, args, kwargs)
+        if torch.compiler.is_compiling() and (self.depth or kwargs.get("pixel_values") is None):
+            # a compiled decoding step (generate with a compiled forward): nothing of ours to do,
+            # and dynamo cannot trace the lock
+            return original(**kwargs)
         with self.lock:
             if self.depth:  # a step of our own generate: prepared already
                 return original(**kwargs)
