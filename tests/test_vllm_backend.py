@@ -3,6 +3,9 @@ simulated shards, weight names. (The plugin under vLLM itself: tests_vllm/, run 
 
 from __future__ import annotations
 
+import os
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -13,6 +16,7 @@ from hired.backends.vllm.weights import vision_tower_key
 from hired.config import HiREDConfig
 from hired.core.recorder import ScoreRecorder
 from hired.core.scoring import ScoreRequest, cls_attention, received_attention
+from hired.presets import build_model
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -242,3 +246,21 @@ def test_plugin_imports_without_vllm():
     import hired.backends.vllm as plugin
 
     assert set(plugin.ARCHS) == {"LlavaNextForConditionalGeneration", "LlavaForConditionalGeneration"}
+
+
+@pytest.mark.parametrize("environ", [{"HIRED_BUDGET": "0.2", "HIRED_METHOD": "visionzip"},
+                                     {"HIRED_BUDGET": "64", "HIRED_ALPHA": "0.3", "HIRED_NEWLINES": "none"},
+                                     {"HIRED_BUDGET": "1.0"}])
+def test_the_start_up_check_writes_the_settings_into_the_model_config(monkeypatch, environ):
+    """Workers read the settings from the model config vLLM sends them, not their environment:
+    after the start-up check, an empty environment reads the same config."""
+    from hired.backends.vllm.startup import check_model_config
+
+    for key in [k for k in os.environ if k.startswith("HIRED_")]:
+        monkeypatch.delenv(key)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    hf_config = build_model("tiny-llava-next", seed=0).config
+    expected = read_config(hf_config)
+    check_model_config(SimpleNamespace(hf_config=hf_config))
+    assert read_config(hf_config, environ={}) == expected

@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from hired.backends.vllm.settings import VLLMSettingError, check_layers, fail, read_config
+from hired.backends.vllm.settings import HF_KEYS, VLLMSettingError, check_layers, fail, read_config
 
 
 def check_model_config(model_config: Any) -> None:
-    """Read and check HiRED's settings against the model's HF config (``hf_overrides`` applied)."""
+    """Read and check HiRED's settings against the model's HF config (``hf_overrides`` applied),
+    then write the checked config into the HF config as ``hired_*`` keys: the config travels to
+    every worker with vLLM's model config, so a worker whose environment lacks ``HIRED_*`` (Ray
+    copies only some prefixes; another node has its own) serves what the front end planned."""
     hf_config = model_config.hf_config
     try:
         config = read_config(hf_config)
         if config is not None:
             check_layers(hf_config, config)
+            for field, value in config.to_dict().items():
+                if value is not None:
+                    setattr(hf_config, HF_KEYS[field], value)
             strategy = getattr(hf_config, "vision_feature_select_strategy", "default")
             if strategy != "default":
                 raise VLLMSettingError(f"hired: vision_feature_select_strategy={strategy!r} is not supported; hired "
