@@ -3,7 +3,8 @@
     python engines.py SPEC.json OUT.json
 
 SPEC: {"model": DIR, "plugin": bool, "prompts": [{"text", "image": PNG path}],
-       "engines": [{"name", "hf_overrides": {...} | null}], "max_tokens": 4, "logprobs": 5}
+       "engines": [{"name", "hf_overrides": {...} | null, "tensor_parallel_size": 1}], "max_tokens": 4,
+       "logprobs": 5}
 OUT: {name: {"outputs": [{"ids", "text", "prompt_ids", "logprobs"}], "reports": [...], "init_s"}}
 
 A script, not a test: vLLM starts its engine and worker as spawned processes that re-import the
@@ -42,15 +43,18 @@ def main(spec_path: str, out_path: str) -> int:
     for engine in spec["engines"]:
         t0 = time.perf_counter()
         llm = LLM(model=spec["model"], dtype="float32", max_model_len=1024, limit_mm_per_prompt={"image": 1},
-                  enforce_eager=True, seed=0, hf_overrides=engine.get("hf_overrides") or None)
+                  enforce_eager=True, seed=0, hf_overrides=engine.get("hf_overrides") or None,
+                  tensor_parallel_size=engine.get("tensor_parallel_size", 1))
         init_s = time.perf_counter() - t0
         if spec.get("plugin"):
             llm.apply_model(REPORTS)  # drop the profiling run's reports
         outputs = llm.generate(requests, params, use_tqdm=False)
-        reports = llm.apply_model(REPORTS)[0] if spec.get("plugin") else []
+        ranks = llm.apply_model(REPORTS) if spec.get("plugin") else []
+        reports = ranks[0] if ranks else []
         results[engine["name"]] = {
             "init_s": init_s,
             "reports": reports,
+            "rank_reports": ranks,
             "outputs": [{
                 "ids": list(o.outputs[0].token_ids),
                 "text": o.outputs[0].text,
