@@ -264,3 +264,28 @@ def test_the_start_up_check_writes_the_settings_into_the_model_config(monkeypatc
     expected = read_config(hf_config)
     check_model_config(SimpleNamespace(hf_config=hf_config))
     assert read_config(hf_config, environ={}) == expected
+
+
+def test_the_front_end_plans_each_picture_size_once(monkeypatch):
+    """vLLM asks for the placeholder count of every image of every request: the plan runs once
+    per (model config, picture size) and the count is planned_tokens's; unconfigured, vLLM's own."""
+    import hired
+    from hired.backends.vllm.counts import image_tokens
+    from hired.recipe import Recipe
+
+    for key in [k for k in os.environ if k.startswith("HIRED_")]:
+        monkeypatch.delenv(key)
+    hf_config = build_model("tiny-llava-next", seed=0).config
+    full = hired.planned_tokens(hf_config, (300, 500), HiREDConfig(budget=1.0, newlines="all"))
+    assert image_tokens(hf_config, 300, 500, full) == full  # unconfigured
+    configured = build_model("tiny-llava-next", seed=0).config
+    configured.hired_budget = 0.2
+    calls = []
+    plan = Recipe.planned_tokens
+    monkeypatch.setattr(Recipe, "planned_tokens", lambda self, *a, **k: calls.append(a) or plan(self, *a, **k))
+    expected = hired.planned_tokens(configured, (300, 500), HiREDConfig(budget=0.2, newlines="all"))
+    calls.clear()
+    assert [image_tokens(configured, 300, 500, full) for _ in range(3)] == [expected] * 3
+    assert len(calls) == 1
+    with pytest.raises(VLLMSettingError, match="layout has"):
+        image_tokens(configured, 300, 500, full + 1)
