@@ -289,3 +289,20 @@ def test_the_front_end_plans_each_picture_size_once(monkeypatch):
     assert len(calls) == 1
     with pytest.raises(VLLMSettingError, match="layout has"):
         image_tokens(configured, 300, 500, full + 1)
+
+
+def test_tower_lora_is_refused_at_start_up_when_hired_is_configured(monkeypatch):
+    from hired.backends.vllm.startup import check_vllm_config
+
+    for key in [k for k in os.environ if k.startswith("HIRED_")]:
+        monkeypatch.delenv(key)
+    hf_config = build_model("tiny-llava-next", seed=0).config
+    vllm_config = SimpleNamespace(model_config=SimpleNamespace(hf_config=hf_config),
+                                  lora_config=SimpleNamespace(enable_tower_connector_lora=True))
+    check_vllm_config(vllm_config)  # HiRED not configured: vLLM's business
+    hf_config.hired_budget = 0.2
+    with pytest.raises(VLLMSettingError, match="enable_tower_connector_lora"):
+        check_vllm_config(vllm_config)
+    vllm_config.lora_config.enable_tower_connector_lora = False  # LoRA on the language model only
+    check_vllm_config(vllm_config)
+    check_vllm_config(SimpleNamespace(model_config=vllm_config.model_config, lora_config=None))

@@ -1,6 +1,7 @@
 """The start-up check (process 0, while vLLM builds its configs): HiRED's settings from the
-environment and ``hf_overrides`` are read once there, so a bad or unservable value stops vLLM
-before any engine process starts. Hooked into vLLM's per-architecture config hooks
+environment and ``hf_overrides`` are read once there, so a bad or unservable value (or a vLLM
+feature HiRED cannot serve beside: tower/connector LoRA) stops vLLM before any engine process
+starts. Hooked into vLLM's per-architecture config hooks
 (``vllm.model_executor.models.config.MODELS_CONFIG_MAP``), chaining any hook vLLM already has.
 """
 
@@ -34,6 +35,24 @@ def check_model_config(model_config: Any) -> None:
         fail(VLLMSettingError(f"hired: {error}"))
 
 
+def check_vllm_config(vllm_config: Any) -> None:
+    """What HiRED cannot serve beside other vLLM features, once the whole config exists: LoRA on
+    the vision tower or connector (vLLM sizes its LoRA mapping from each image's full placeholder
+    count, which HiRED shortens). LoRA on the language model alone is fine."""
+    model_config = getattr(vllm_config, "model_config", None)
+    lora = getattr(vllm_config, "lora_config", None)
+    if model_config is None or lora is None or not getattr(lora, "enable_tower_connector_lora", False):
+        return
+    try:
+        configured = read_config(model_config.hf_config) is not None
+    except VLLMSettingError as error:
+        fail(error)
+    if configured:
+        fail(VLLMSettingError("hired: LoRA on the vision tower or connector (enable_tower_connector_lora) cannot "
+                              "be served with HiRED: vLLM sizes its LoRA mapping from the full image-token count; "
+                              "serve the LoRA without HiRED, or LoRA on the language model only"))
+
+
 def startup_check(previous: type | None) -> type:
     """A vLLM config-hook class that runs vLLM's own hook for the architecture (if any), then
     :func:`check_model_config`."""
@@ -50,5 +69,10 @@ def startup_check(previous: type | None) -> type:
         def verify_and_update_model_config(model_config: Any) -> None:
             base.verify_and_update_model_config(model_config)
             check_model_config(model_config)
+
+        @staticmethod
+        def verify_and_update_config(vllm_config: Any) -> None:
+            base.verify_and_update_config(vllm_config)
+            check_vllm_config(vllm_config)
 
     return HiREDStartupCheck
