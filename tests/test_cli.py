@@ -84,3 +84,21 @@ def test_unreadable_and_truncated_images_exit_2(tmp_path, picture):
     for path, message in [(missing, "not found"), (text, "not an image"), (truncated, "truncated")]:
         result = runner.invoke(app, ["run", *TINY, "-i", str(path), "-p", "x"])
         assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_user_text_is_printed_as_written_not_read_as_markup(tmp_path, picture):
+    """'[/b]' in a path, a prompt, a model id, --out or a usage error's value is shown as is (no
+    rich MarkupError traceback, even after the work is done)."""
+    odd = tmp_path / "[/b]"
+    cases = [
+        (["run", "-i", str(odd / "x.png"), "-p", "x"], 2, "[/b]/x.png"),
+        (["run", "-i", str(picture), "-p", "x", "--model", "[/b]"], 2, "'[/b]'"),
+        (["run", "-i", str(picture), "-p", "x", "--[/b]"], 2, "--[/b]"),
+        (["run", "-i", str(picture), "-p", "what [/b] [red]", "--max-new-tokens", "1"], 0, "Answer:"),
+        (["viz", "-i", str(picture), "--methods", "hired", "--panel", "48", "-o", str(odd / "k.png")], 0, "[/b]/k.png"),
+    ]
+    for args, code, shown in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, (args, result.output)
+        assert shown in result.output, (args, result.output)
+        assert "Traceback" not in result.output and "MarkupError" not in result.output

@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from hired.errors import HiREDError, OptionError
@@ -26,8 +27,10 @@ try:  # typer >= 0.29 ships its own copy of click
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# No console markup: user text (paths, prompts, model ids, answers, vLLM's log lines) is printed as
+# written, "[/b]" included; hired's own colours are styles (``style=``, :func:`labelled`).
+console = Console(soft_wrap=True, markup=False)
+errors = Console(stderr=True, soft_wrap=True, markup=False)
 MODEL_HELP = "demo (the bundled model, default), a preset name, a hub id or a local folder."
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 DTYPE_HELP = "auto, float32, float16 or bfloat16."
@@ -46,7 +49,7 @@ class OneLineErrors(TyperGroup):
             error.show()
             sys.exit(error.exit_code)
         except ClickException as error:
-            errors.print(f"[red]error:[/red] {error.format_message()}", highlight=False, markup=True)
+            errors.print(labelled("error:", "red", error.format_message()), highlight=False)
             sys.exit(error.exit_code)
         except typer.Abort:
             errors.print("Aborted.")
@@ -63,6 +66,11 @@ def root() -> None:
     """HiRED token dropping for LLaVA-NeXT / LLaVA-1.5."""
 
 
+def labelled(label: str, style: str, text: str) -> Text:
+    """``label`` in ``style``, then ``text`` as written (no markup is read in it)."""
+    return Text.assemble((label, style), " ", text)
+
+
 def cli_errors(fn: Callable) -> Callable:
     """Bad input ends the command with a one-line message and exit code 2."""
 
@@ -71,7 +79,7 @@ def cli_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except HiREDError as error:
-            errors.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+            errors.print(labelled("error:", "red", str(error)), highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -111,14 +119,14 @@ def plural(count: int, word: str) -> str:
 def demo_note(tokenizer: Any, prompt: str, name: str = "demo") -> str:
     """What the bundled demo model is, and the words of ``prompt`` it has never seen."""
     kind = "InternVL" if name == "demo-internvl" else "LLaVA-NeXT"
-    note = (f"[yellow]Model {name}: a small {kind} trained on hired's synthetic scenes; it answers questions "
+    note = (f"Model {name}: a small {kind} trained on hired's synthetic scenes; it answers questions "
             "such as 'what color is the star?', 'which letter is inside the red square?' or 'how many circles "
             "are there?' about such scenes. Pass --model for a real checkpoint.")
     words = [word for word, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)]
     unknown = list(dict.fromkeys(w for w in words if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id))
     if unknown:
         note += f" Words it does not know: {', '.join(unknown)}."
-    return note + "[/yellow]"
+    return note
 
 
 def format_bytes(value: int | None) -> str:
@@ -205,13 +213,14 @@ def run(
         console.print(sample, highlight=False)
     if loaded.random_weights:
         console.print(
-            f"[yellow]Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
-            f"timings are real. Pass --model llava-hf/llava-v1.6-vicuna-7b-hf for a real checkpoint.[/yellow]"
+            f"Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
+            f"timings are real. Pass --model llava-hf/llava-v1.6-vicuna-7b-hf for a real checkpoint.",
+            style="yellow", highlight=False,
         )
     elif loaded.name in DEMOS:
-        console.print(demo_note(loaded.processor.tokenizer, prompt, loaded.name), highlight=False)
+        console.print(demo_note(loaded.processor.tokenizer, prompt, loaded.name), style="yellow", highlight=False)
     memory_kind = "CUDA max allocated" if loaded.model.device.type == "cuda" else "peak RSS"
-    console.print(f"[bold]Answer:[/bold] {result['answer']}", highlight=False)
+    console.print(labelled("Answer:", "bold", result["answer"]), highlight=False)
     console.print(
         f"Visual tokens kept: {report.kept}/{report.total} ({100 * report.kept / report.total:.1f}%), "
         f"per partition {report.images[0].kept_per_partition}; image tokens to the LLM: "
@@ -260,7 +269,8 @@ def evaluate(
     quiet_runtime()
     loaded = load(model, device=device, dtype=dtype)
     if loaded.random_weights:
-        console.print(f"[yellow]Model {loaded.name} has RANDOM weights: accuracies are meaningless.[/yellow]")
+        console.print(f"Model {loaded.name} has RANDOM weights: accuracies are meaningless.", style="yellow",
+                      highlight=False)
     results = run_evaluation(loaded, items, arms, out, batch_size, max_new_tokens, alpha, seed)
     paths = write_results(results, out)
     console.print(header_line(results), highlight=False)
@@ -271,7 +281,7 @@ def evaluate(
 def wide_console() -> Console:
     """The terminal, or for a pipe or file a console wide enough for the whole table (not one
     squeezed to 80 columns)."""
-    return console if console.is_terminal else Console(width=200)
+    return console if console.is_terminal else Console(width=200, markup=False)
 
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local VQA data: synthetic scenes.")
@@ -335,11 +345,12 @@ def bench(
     settings.validate()
     output_folder(out)
     quiet_runtime()
-    results = run_bench(settings, progress=progress, log=lambda note: errors.print(f"[yellow]note:[/yellow] {note}"))
+    results = run_bench(settings, progress=progress, log=lambda note: errors.print(labelled("note:", "yellow", note),
+                                                                     highlight=False))
     paths = write_results(results, out)
     if results["model"]["random_weights"]:
-        console.print(f"[yellow]Model {results['model']['name']} has RANDOM weights: answers are meaningless, "
-                      f"token counts and timings are real.[/yellow]")
+        console.print(f"Model {results['model']['name']} has RANDOM weights: answers are meaningless, "
+                      f"token counts and timings are real.", style="yellow", highlight=False)
     for line in header_lines(results):
         console.print(line, highlight=False)
     wide_console().print(rich_table(results))
@@ -391,8 +402,8 @@ def viz(
     except OSError as error:
         raise OptionError(f"cannot write {out}: {error}") from None
     if loaded.random_weights:
-        console.print(f"[yellow]Model {loaded.name} has RANDOM weights: the kept tokens show the mechanics, "
-                      f"not what a trained model attends to.[/yellow]")
+        console.print(f"Model {loaded.name} has RANDOM weights: the kept tokens show the mechanics, "
+                      f"not what a trained model attends to.", style="yellow", highlight=False)
     for row in rows:
         console.print(f"{row.method}: kept {row.report.kept}/{row.report.total}, per partition "
                       f"{row.report.kept_per_partition}", highlight=False)
@@ -436,8 +447,8 @@ def serve_bench(
     paths = write_results(results, out)
     for line in header_lines(results):
         console.print(line, highlight=False)
-    (console if console.is_terminal else Console(width=220)).print(rich_table(results))
-    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+    (console if console.is_terminal else Console(width=220, markup=False)).print(rich_table(results))
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}", highlight=False)
 
 
 def main() -> None:

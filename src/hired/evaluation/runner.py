@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 import hired
 from hired.checks import at_least, output_folder
@@ -154,7 +155,7 @@ def evaluate(
                 hired.apply(loaded.model, config)
             rows = caches[arm.key]
             todo = [item for item in items if item["id"] not in rows]
-            bar.update(task, description=f"answering [{arm.key}]")
+            bar.update(task, description=escape(f"answering [{arm.key}]"))  # shown as written, not as markup
             with (out / "answers" / f"{arm.key}.jsonl").open("a") as cache:
                 for start in range(0, len(todo), batch_size):
                     for row in answer_batch(loaded, todo[start : start + batch_size], max_new_tokens, keys):
