@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 import hired
+import hired.loading
 from hired.cli import app
 from hired.data.scenes import sample_scene
 from hired.errors import (
@@ -472,3 +473,42 @@ def test_positional_arguments_work_after_apply_as_before(family, tiny_next, tiny
         assert model.hired_report.kept == round(0.2 * model.hired_report.total)
     finally:
         hired.remove(model)
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def test_prompts_that_do_not_match_the_images_or_the_context_are_one_line(files):
+    """Two placeholders for one picture, or a prompt past the model's context (which the model
+    would answer with garbage), exit 2 in one line; a typed <image> is explained, a URL named."""
+    cases = [
+        (["-p", "<image> <image> what"], "2 <image> placeholders for 1 image"),
+        (["-p", "what " * 1100], "longer than the model's context of 1024"),
+        (["-p", "what " * 1100, "--budget", "1.0"], "longer than the model's context of 1024"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["run", "-i", files["pic"], *args, "--max-new-tokens", "1"])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    result = runner.invoke(app, ["run", "-i", "https://example.com/cat.png", "-p", "x"])
+    assert result.exit_code == 2 and "https://example.com/cat.png is a URL" in result.stderr
+    result = runner.invoke(app, ["run", "-i", files["pic"], "-p", "<image> what color", "--max-new-tokens", "1"])
+    assert result.exit_code == 0 and "hired adds it itself" in result.output
+    assert "Words it does not know: <" not in result.output
+
+
+def test_a_prompt_past_the_context_is_an_input_error_in_the_api(model_next, monkeypatch):
+    model, processor = model_next
+    inputs = image_inputs(processor, 120, 160)
+    length = inputs["input_ids"].shape[1]
+    for budget in (1.0, 0.2):
+        hired.apply(model, hired.HiREDConfig(budget=budget))
+        monkeypatch.setattr(model.config.text_config, "max_position_embeddings", 8)
+        with pytest.raises(InputError, match="context of 8 tokens"):
+            model.generate(**inputs, max_new_tokens=1)
+        monkeypatch.setattr(model.config.text_config, "max_position_embeddings", length)
+        model.generate(**inputs, max_new_tokens=1)  # fits
+    hired.remove(model)
+    monkeypatch.setattr(model.config.text_config, "max_position_embeddings", 8)
+    with pytest.raises(InputError, match="context of 8 tokens"):
+        hired.loading.model_inputs(model, processor, noise_image(120, 160), "<image> what")
+    with pytest.raises(ImageTokenMismatchError, match="2 <image> placeholders for 1 image"):
+        hired.loading.model_inputs(model, processor, noise_image(120, 160), "<image> <image> what")

@@ -116,13 +116,18 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def demo_note(tokenizer: Any, prompt: str, name: str = "demo") -> str:
-    """What the bundled demo model is, and the words of ``prompt`` it has never seen."""
+def demo_note(tokenizer: Any, prompt: str, name: str = "demo", image_token: str = "<image>") -> str:
+    """What the bundled demo model is, and the words of ``prompt`` it has never seen (an image
+    placeholder typed into the prompt is explained, not listed as unknown words)."""
     kind = "InternVL" if name == "demo-internvl" else "LLaVA-NeXT"
     note = (f"Model {name}: a small {kind} trained on hired's synthetic scenes; it answers questions "
             "such as 'what color is the star?', 'which letter is inside the red square?' or 'how many circles "
             "are there?' about such scenes. Pass --model for a real checkpoint.")
-    words = [word for word, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)]
+    if image_token in prompt:
+        note += (f" The prompt holds {image_token}, the image placeholder: hired adds it itself (and the chat "
+                 f"template with it), so a prompt with it is passed as written; leave it out.")
+    words = [word for word, _ in
+             tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt.replace(image_token, " "))]
     unknown = list(dict.fromkeys(w for w in words if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id))
     if unknown:
         note += f" Words it does not know: {', '.join(unknown)}."
@@ -218,7 +223,8 @@ def run(
             style="yellow", highlight=False,
         )
     elif loaded.name in DEMOS:
-        console.print(demo_note(loaded.processor.tokenizer, prompt, loaded.name), style="yellow", highlight=False)
+        console.print(demo_note(loaded.processor.tokenizer, prompt, loaded.name,
+                                getattr(loaded.processor, "image_token", "<image>")), style="yellow", highlight=False)
     memory_kind = "CUDA max allocated" if loaded.model.device.type == "cuda" else "peak RSS"
     console.print(labelled("Answer:", "bold", result["answer"]), highlight=False)
     console.print(

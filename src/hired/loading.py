@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from hired.errors import ModelLoadError, OptionError, UnsupportedModelError
+from hired.errors import ImageTokenMismatchError, InputError, ModelLoadError, OptionError, UnsupportedModelError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # The bundled demo model: a small LLaVA-NeXT trained on synthetic scenes (hired.demo.train); the
@@ -54,8 +54,27 @@ class LoadedModel:
 
 
 def model_inputs(model: Any, processor: Any, images: Any, text: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-    """Run the processor and put its tensors on the model's device, pixels in the model's dtype."""
-    inputs = processor(images=images, text=text, return_tensors="pt", **kwargs).to(model.device)
+    """Run the processor and put its tensors on the model's device, pixels in the model's dtype.
+    The prompts' image placeholders must match the images (ImageTokenMismatchError) and, on an
+    unpatched model, each prompt must fit the language model's context (InputError)."""
+    from hired.checks import check_context
+
+    texts = [text] if isinstance(text, str) else list(text)
+    pictures = images if isinstance(images, (list, tuple)) else [images]
+    token = getattr(processor, "image_token", None)
+    if isinstance(token, str) and token and all(isinstance(t, str) for t in texts):
+        found = sum(t.count(token) for t in texts)
+        if found != len(pictures):
+            raise ImageTokenMismatchError(
+                f"the prompt holds {found} {token} placeholder{'s' if found != 1 else ''} for "
+                f"{len(pictures)} image{'s' if len(pictures) != 1 else ''}: give one per image (hired's commands "
+                f"add it themselves; leave {token} out of the question)")
+    try:
+        inputs = processor(images=images, text=text, return_tensors="pt", **kwargs).to(model.device)
+    except ValueError as error:  # the processor's own checks (placeholders, sizes)
+        raise InputError(f"the processor refused the prompt or image: {str(error).splitlines()[0]}") from None
+    if "hired_adapter" not in model.__dict__:  # a patched model checks the prompt after dropping
+        check_context(model.config, inputs["input_ids"].shape[-1])
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     return dict(inputs)
