@@ -9,6 +9,7 @@ orientation, corrupt and truncated files, decompression bombs, NaN pixels.
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -512,3 +513,57 @@ def test_a_prompt_past_the_context_is_an_input_error_in_the_api(model_next, monk
         hired.loading.model_inputs(model, processor, noise_image(120, 160), "<image> what")
     with pytest.raises(ImageTokenMismatchError, match="2 <image> placeholders for 1 image"):
         hired.loading.model_inputs(model, processor, noise_image(120, 160), "<image> <image> what")
+
+
+# -- broken checkpoints -------------------------------------------------------------------------
+def broken_checkpoint(root, name, config=None, weights=None):
+    import shutil
+
+    from hired.loading import DEMO_MODEL_DIR
+
+    folder = root / name
+    shutil.copytree(DEMO_MODEL_DIR, folder)
+    if config is not None:
+        data = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config(data)))
+    if weights is not None:
+        path = folder / "model.safetensors"
+        path.write_bytes(weights(path.read_bytes()))
+    return folder
+
+
+def setting(path, value):
+    def change(config):
+        target = config
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return config
+    return change
+
+
+@pytest.mark.parametrize("name, config, weights, message", [
+    ("null", "null", None, "config.json: the file is not a JSON object (got null)"),
+    ("number", "3", None, "config.json: the file is not a JSON object"),
+    ("string", '"llava"', None, "config.json: the file is not a JSON object"),
+    ("cut", '{"model_type": ', None, "config.json is not valid JSON"),
+    ("hidden0", setting(["text_config", "hidden_size"], 0), None, "text_config.hidden_size must be a positive"),
+    ("layers0", setting(["text_config", "num_hidden_layers"], 0), None, "text_config.num_hidden_layers must be"),
+    ("heads-null", setting(["vision_config", "num_attention_heads"], None), None,
+     "vision_config.num_attention_heads must be a positive integer, got null"),
+    ("patch0", setting(["vision_config", "patch_size"], 0), None, "vision_config.patch_size must be"),
+    ("text-config", setting(["text_config"], "x"), None, "text_config is not a JSON object"),
+    ("pinpoints", setting(["image_grid_pinpoints"], [[0, 224]]), None, "image_grid_pinpoints must be"),
+    ("pinpoints-flat", setting(["image_grid_pinpoints"], [224, 224]), None, "image_grid_pinpoints must be"),
+    ("token", setting(["image_token_index"], "x"), None, "image_token_index"),
+    ("truncated", None, lambda data: data[: len(data) // 2], "model.safetensors is truncated or corrupt"),
+    ("zeroed", None, lambda data: bytes(len(data)), "model.safetensors is truncated or corrupt"),
+    ("empty", None, lambda data: b"", "model.safetensors is truncated or empty"),
+])
+def test_broken_checkpoint_folders_are_one_line_naming_file_and_field(tmp_path, name, config, weights, message):
+    folder = broken_checkpoint(tmp_path, name, config, weights)
+    with pytest.raises(ModelLoadError, match=re.escape(message)):
+        hired.loading.load(str(folder))
+    result = runner.invoke(app, ["run", "--model", str(folder), "-i", str(sample_scene()[0]), "-p", "x"])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
