@@ -567,3 +567,60 @@ def test_broken_checkpoint_folders_are_one_line_naming_file_and_field(tmp_path, 
     result = runner.invoke(app, ["run", "--model", str(folder), "-i", str(sample_scene()[0]), "-p", "x"])
     assert result.exit_code == 2 and message in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- eval caches and items ------------------------------------------------------------------------
+def test_eval_cache_is_keyed_by_dtype_and_refuses_or_ignores_what_it_cannot_trust(tmp_path):
+    save(noise_image(60, 80, seed=1), tmp_path / "one.png")
+    data = write_jsonl(tmp_path / "a.jsonl", [{"id": "q1", "image": "one.png", "question": "how many circles?",
+                                               "answer": 2.0, "kind": "count"}])
+    out = tmp_path / "out"
+    common = ["--data", str(data), "--out", str(out), "--methods", "hired", "--budgets", "16,8", "--max-new-tokens",
+              "1"]
+    first = runner.invoke(app, ["eval", *common])
+    assert first.exit_code == 0, first.output
+    results = json.loads((out / "results.json").read_text())
+    assert [r["budget"] for r in results["results"]] == [None, 16, 8]
+    assert json.loads((out / "settings.json").read_text())["dtype"] == "float32"
+    other_dtype = runner.invoke(app, ["eval", *common, "--dtype", "bfloat16"])  # would reuse float32 answers
+    assert other_dtype.exit_code == 2 and "dtype 'float32' -> 'bfloat16'" in other_dtype.stderr, other_dtype.output
+    cache = out / "answers" / "hired@16.jsonl"
+    for text in ('[1, 2]\n', '{"id": 3}\n', '"x"\n', 'null\n', '\xff\n'):  # other shapes: answered again, a note
+        cache.write_text(text, encoding="latin-1")
+        again = runner.invoke(app, ["eval", *common])
+        assert again.exit_code == 0 and "not a cached answer" in again.stderr, (text, again.output)
+        assert json.loads(cache.read_text().splitlines()[-1])["id"] == "q1"
+    for text in ("[1]", "null", "3", "\xff"):
+        (out / "settings.json").write_text(text, encoding="latin-1")
+        broken = runner.invoke(app, ["eval", *common])
+        assert broken.exit_code == 2 and "not the settings file" in broken.stderr, broken.output
+
+
+def test_eval_items_with_odd_kinds_fail_up_front_and_numbers_compare_as_numbers(tmp_path):
+    from hired.evaluation.metrics import exact_match
+
+    (tmp_path / "pic.png").write_bytes(save(noise_image(60, 80), tmp_path / "p.png").read_bytes())
+    item = {"id": "a", "image": "pic.png", "question": "what", "answer": "one"}
+    for kind in (None, 3, ["a"], "", {"k": 1}):
+        with pytest.raises(DataError, match="kind must be a non-empty string"):
+            load_items(write_jsonl(tmp_path / "k.jsonl", [{**item, "kind": kind}]))
+    for prediction, answer in (("2", 2.0), ("2.0", "two"), ("1,000", "1000"), ("0.50", 0.5), ("3.", "three")):
+        assert exact_match(prediction, str(answer)) == 1.0, (prediction, answer)
+    assert exact_match("2.5", "25") == 0.0 and exact_match("2", "2.5") == 0.0
+
+
+def test_the_accuracy_plot_draws_token_count_budgets(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from hired.evaluation.report import plot_accuracy
+
+    def row(budget, kept):
+        return {"method": "hired" if budget else "full", "budget": budget, "adaptive": False, "accuracy": 0.5,
+                "ci95": [0.4, 0.6], "mean_kept": kept, "mean_total": 100 if kept else None}
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_accuracy({"model": "m", "majority": 0.3, "results": [row(None, None), row(16, 16), row(8, 8)]},
+                  tmp_path / "a.png")
+    drawn = [c for c in figures[0].axes[0].containers if c.get_label() == "hired"]
+    assert len(drawn) == 1 and list(drawn[0].lines[0].get_xdata()) == [8.0, 16.0]

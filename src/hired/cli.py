@@ -277,7 +277,8 @@ def evaluate(
     if loaded.random_weights:
         console.print(f"Model {loaded.name} has RANDOM weights: accuracies are meaningless.", style="yellow",
                       highlight=False)
-    results = run_evaluation(loaded, items, arms, out, batch_size, max_new_tokens, alpha, seed)
+    results = run_evaluation(loaded, items, arms, out, batch_size, max_new_tokens, alpha, seed,
+                             log=lambda note: errors.print(labelled("note:", "yellow", note), highlight=False))
     paths = write_results(results, out)
     console.print(header_line(results), highlight=False)
     wide_console().print(rich_table(results))
