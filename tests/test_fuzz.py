@@ -624,3 +624,38 @@ def test_the_accuracy_plot_draws_token_count_budgets(tmp_path, monkeypatch):
                   tmp_path / "a.png")
     drawn = [c for c in figures[0].axes[0].containers if c.get_label() == "hired"]
     assert len(drawn) == 1 and list(drawn[0].lines[0].get_xdata()) == [8.0, 16.0]
+
+
+# -- huge numbers and non-finite scores ---------------------------------------------------------
+def test_huge_numbers_are_range_checked_at_the_edges(files, tmp_path, monkeypatch, tiny_next):
+    with pytest.raises(ConfigError, match=r"2\*\*63"):
+        hired.HiREDConfig(seed=2**70)
+    assert hired.HiREDConfig(seed=2**63 - 1).seed == 2**63 - 1
+    for size in ((10**20, 10**20), (1, 2**31)):
+        with pytest.raises(hired.HiREDError, match="sides must be from 1"):
+            hired.planned_tokens(tiny_next[0].config, size)
+    huge = "9" * 30
+    for args in (["viz", "-i", files["pic"], "--seed", huge, "-o", str(tmp_path / "k.png")],
+                 ["data", "make", "--out", str(tmp_path / "d"), "--seed", huge],
+                 ["eval", "--data", files["data"], "--seed", huge]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "--seed" in result.stderr, result.output
+    for threads in ("9" * 30, "5000", "0", "²"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        result = runner.invoke(app, ["run", "--max-new-tokens", "1"])
+        assert result.exit_code == 2 and "OMP_NUM_THREADS must be an integer from 1 to" in result.stderr, result.output
+
+
+def test_select_tokens_refuses_scores_that_are_not_finite():
+    final, init = torch.rand(5, 64, generator=torch.Generator().manual_seed(0)), torch.rand(64)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for which in ("final", "init"):
+            f, i = final.clone(), init.clone()
+            (f[2] if which == "final" else i)[3] = bad
+            with pytest.raises(InputError, match="NaN or infinite"):
+                hired.select_tokens(f, i, (2, 2), 64, 0.5)
+    valid = torch.ones(5, 64, dtype=torch.bool)
+    valid[4, 60:] = False
+    f = final.clone()
+    f[4, 60:] = float("nan")  # tokens that cannot be kept may hold anything
+    assert int(hired.select_tokens(f, init, (2, 2), 64, 0.5, valid=valid).sum()) == 64

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
+from hired.config import MAX_SEED
 from hired.errors import HiREDError, OptionError
 
 try:  # typer >= 0.29 ships its own copy of click
@@ -256,7 +257,7 @@ def evaluate(
     batch_size: int = typer.Option(8, min=1, help="Questions per generate call."),
     max_new_tokens: int = typer.Option(8, min=1, help="Answer length limit."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, min=0, help="Seed for random policies."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed for random policies."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
@@ -300,7 +301,8 @@ app.add_typer(data_app, name="data")
 def data_make(
     out: str = typer.Option(..., "--out", "-o", help="Folder to write images/ and train/val/test.jsonl into."),
     n: int = typer.Option(2000, "--n", min=1, help="Number of scenes (pictures); each has up to four questions."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed: the scenes and their split are a function of it."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED,
+                             help="Seed: the scenes and their split are a function of it."),
 ) -> None:
     """Write seeded high-resolution VQA scenes (PNG + JSONL, fixed train/val/test split)."""
     from hired.data.scenes import make_scenes
@@ -329,7 +331,7 @@ def bench(
     llm_layers: int | None = typer.Option(None, min=1, help="Presets: build only K language-model layers."),
     vit_layers: int | None = typer.Option(None, min=2, help="Presets: build only K vision-encoder layers."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, min=0, help="Seed of the random weights and the noise pictures."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of the random weights and the noise pictures."),
     out: str = typer.Option("bench-out", "--out", "-o", help="Folder for results.json, results.md, speedup.png."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -377,7 +379,7 @@ def viz(
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     out: str = typer.Option("kept.png", "--out", "-o", help="PNG file to write."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, min=0, help="Seed for random policies."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed for random policies."),
     panel: int = typer.Option(240, min=24, max=2000, help="Side of each partition's picture in pixels."),
     colors: int | None = typer.Option(None, min=2, max=256,
                                       help="Quantise the PNG to this many colours (smaller file)."),

@@ -88,14 +88,18 @@ def model_inputs(model: Any, processor: Any, images: Any, text: Any, **kwargs: A
     return dict(inputs)
 
 
+MAX_THREADS = 4096  # beyond it torch.set_num_threads overflowed (a traceback) or asked for absurd pools
+
+
 def set_torch_threads() -> int:
     """torch's CPU threads from OMP_NUM_THREADS when it is set (as the commands honour it), else
-    torch's default; OptionError where it is not a positive integer."""
+    torch's default; OptionError where it is not an integer from 1 to MAX_THREADS."""
     value = os.environ.get("OMP_NUM_THREADS", "").strip()
     if not value:
         return torch.get_num_threads()
-    if not value.isdigit() or int(value) < 1:
-        raise OptionError(f"OMP_NUM_THREADS must be a positive integer such as 1 or 2; got {value!r}")
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_THREADS:
+        raise OptionError(f"OMP_NUM_THREADS must be an integer from 1 to {MAX_THREADS} such as 1 or 2; "
+                          f"got {value[:40]!r}")
     torch.set_num_threads(int(value))
     return int(value)
 
