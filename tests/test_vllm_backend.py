@@ -58,6 +58,10 @@ def test_hf_overrides_win_over_env():
     ({}, {"hired_budget": "0.2", "hired_method": "prumerge"}, "hired_method='prumerge'"),  # adaptive
     ({}, {"hired_budget": 0.2, "hired_allocation": "official"}, "allocation='official'"),  # score-dependent floors
     ({"HIRED_BUDGET": "0.2", "HIRED_NEWLINES": "kept_rows"}, {}, "HIRED_NEWLINES='kept_rows'"),
+    ({"HIRED_BUDGET": "0.2", "HIRED_SEED": "1" + "0" * 25}, {}, "HIRED_SEED='1" + "0" * 25),  # killed the engine
+    ({}, {"hired_budget": 0.2, "hired_seed": 2**70}, "hired_seed=" + str(2**70)),
+    ({}, {"hired_budgt": 0.2}, "'hired_budgt' (did you mean 'hired_budget'?); hired's keys: hired_budget, "),
+    ({"HIRED_BUDGET": "0.2"}, {"hired_allocaton": "exact", "hired_x": 1}, "keys 'hired_allocaton' (did you mean"),
 ])
 def test_bad_values_one_line_naming_them(env, hf, names):
     with pytest.raises(VLLMSettingError) as info:

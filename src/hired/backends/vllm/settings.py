@@ -22,7 +22,9 @@ HIRED_SCORE        hired_score              ``cls`` or ``received`` (default: by
 Every value is parsed by :meth:`hired.HiREDConfig.from_strings`, the parser of the CLI and of
 lmms-eval too (method names such as ``hired-received`` included).
 
-An ``hf_overrides`` key wins over the environment variable. HiRED is on when a budget is given;
+An ``hf_overrides`` key wins over the environment variable; an ``hf_overrides`` key starting
+with ``hired`` that is none of the above is refused (vLLM would keep it quietly and serve the
+model unmodified). HiRED is on when a budget is given;
 other keys without a budget are an error, as is any bad value: :class:`VLLMSettingError`, one
 line naming the setting and where it came from. vLLM writes each image's placeholders into the
 prompt before the forward, so only settings whose count is known from the image size
@@ -62,10 +64,26 @@ def fail(error: Exception):
     raise error
 
 
+def check_override_keys(hf_config: Any) -> None:
+    """VLLMSettingError for an ``hf_overrides`` key that looks like hired's but is none of them
+    (``hired_budgt``): vLLM keeps unknown keys quietly, so the model was served unmodified."""
+    given = getattr(hf_config, "__dict__", {}) if hf_config is not None else {}
+    unknown = sorted(key for key in given if key.lower().startswith("hired") and key not in HF_KEYS.values())
+    if unknown:
+        import difflib
+
+        close = {key: difflib.get_close_matches(key.lower(), HF_KEYS.values(), n=1) for key in unknown}
+        named = ", ".join(f"{key!r}" + (f" (did you mean {close[key][0]!r}?)" if close[key] else "")
+                          for key in unknown)
+        raise VLLMSettingError(f"hired: unknown hf_overrides key{'s' if len(unknown) > 1 else ''} {named}; "
+                               f"hired's keys: {', '.join(HF_KEYS.values())}")
+
+
 def raw_settings(hf_config: Any = None, environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, str]]:
     """Each given setting as (value, source name): the ``hf_overrides`` key on ``hf_config``
     first, else the environment variable (empty strings count as unset)."""
     environ = os.environ if environ is None else environ
+    check_override_keys(hf_config)
     found: dict[str, tuple[Any, str]] = {}
     for field in FIELDS:
         value = getattr(hf_config, HF_KEYS[field], None) if hf_config is not None else None
