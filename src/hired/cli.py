@@ -446,6 +446,7 @@ def serve_bench(
 
     output_folder(out)
     output_folder(work, "--work")
+    quiet_runtime()
     settings = ServeBenchSettings(
         vllm=vllm, work=work, model=model, budgets=parse_budgets(budgets),
         concurrency=parse_ints(concurrency, "--concurrency"),
