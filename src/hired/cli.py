@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - older typer on click
 # written, "[/b]" included; hired's own colours are styles (``style=``, :func:`labelled`).
 console = Console(soft_wrap=True, markup=False)
 errors = Console(stderr=True, soft_wrap=True, markup=False)
+HELP = ("HiRED token dropping for vision-language models: LLaVA-NeXT, LLaVA-1.5, LLaVA-OneVision and InternVL "
+        "(transformers checkpoints, or vLLM through the hired[vllm] plugin).")
 MODEL_HELP = "demo (the bundled model, default), a preset name, a hub id or a local folder."
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 DTYPE_HELP = "auto, float32, float16 or bfloat16."
@@ -59,12 +61,13 @@ class OneLineErrors(TyperGroup):
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="HiRED token dropping for LLaVA-NeXT / LLaVA-1.5.")
+                  help=HELP)
 
 
 @app.callback()
 def root() -> None:
-    """HiRED token dropping for LLaVA-NeXT / LLaVA-1.5."""
+    # the help is HELP (set on the app), which names every supported family
+    return None
 
 
 def labelled(label: str, style: str, text: str) -> Text:
@@ -380,7 +383,8 @@ def viz(
     out: str = typer.Option("kept.png", "--out", "-o", help="PNG file to write."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
     seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed for random policies."),
-    panel: int = typer.Option(240, min=24, max=2000, help="Side of each partition's picture in pixels."),
+    panel: int = typer.Option(240, min=96, max=2000, help="Side of each partition's picture in pixels (96 or "
+                              "more: titles stay readable; narrow panels get short titles, kept/budget)."),
     colors: int | None = typer.Option(None, min=2, max=256,
                                       help="Quantise the PNG to this many colours (smaller file)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
