@@ -659,3 +659,46 @@ def test_select_tokens_refuses_scores_that_are_not_finite():
     f = final.clone()
     f[4, 60:] = float("nan")  # tokens that cannot be kept may hold anything
     assert int(hired.select_tokens(f, init, (2, 2), 64, 0.5, valid=valid).sum()) == 64
+
+
+# -- generate arguments, copies and threads behave as on the unmodified model ---------------------
+def test_max_length_and_min_length_count_from_the_callers_prompt(model_next):
+    from hired.backends.hf.patch import generation_lengths
+
+    model, processor = model_next
+    inputs = image_inputs(processor, 120, 160)
+    length = inputs["input_ids"].shape[1]
+    reference = model.generate(**inputs, max_length=length + 3, do_sample=False)
+    hired.apply(model, hired.HiREDConfig(budget=0.2))
+    out = model.generate(**inputs, max_length=length + 3, do_sample=False)
+    assert out.shape == reference.shape and torch.equal(out[:, :length], inputs["input_ids"])
+    with pytest.raises(InputError, match="max_length"):
+        model.generate(**inputs, max_length=length)
+    assert generation_lengths(model, {"min_length": length + 4}, length, length - 50) == {"min_length": length - 46}
+    assert generation_lengths(model, {"min_length": 10, "min_new_tokens": 2}, length, length - 50) == {}
+
+
+def test_a_deep_copy_of_a_patched_model_and_two_threads_on_one_answer_as_alone(model_next):
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, processor = model_next
+    hired.apply(model, hired.HiREDConfig(budget=0.2))
+    batches = [image_inputs(processor, h, w, seed=s) for s, (h, w) in enumerate([(120, 160), (300, 100), (90, 90)])]
+
+    def answer(target, inputs):
+        with torch.no_grad():
+            return target.generate(**inputs, max_new_tokens=3, do_sample=False), target.hired_report.kept
+
+    alone = [answer(model, inputs) for inputs in batches]
+    twin = copy.deepcopy(model)
+    assert hired.is_applied(twin) and twin.hired_adapter.model is twin
+    for (out, kept), inputs in zip(alone, batches):
+        twin_out, twin_kept = answer(twin, inputs)
+        assert torch.equal(twin_out, out) and twin_kept == kept
+    hired.remove(twin)
+    assert hired.is_applied(model) and not hired.is_applied(twin)
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda inputs: answer(model, inputs)[0], batches * 2))
+    for out, (expected, _) in zip(together, alone * 2):
+        assert torch.equal(out, expected)
