@@ -702,3 +702,19 @@ def test_a_deep_copy_of_a_patched_model_and_two_threads_on_one_answer_as_alone(m
         together = list(pool.map(lambda inputs: answer(model, inputs)[0], batches * 2))
     for out, (expected, _) in zip(together, alone * 2):
         assert torch.equal(out, expected)
+
+
+def test_huge_counts_of_work_are_refused_not_run_for_ever(files, tmp_path):
+    huge = "9" * 25
+    cases = [
+        (["run", "-i", files["pic"], "-p", "x", "--max-new-tokens", huge], "the model's context holds 1024 tokens"),
+        (["eval", "--data", files["data"], "--max-new-tokens", "1024", "--out", str(tmp_path / "e")],
+         "--max-new-tokens 1024: the model's context holds 1024"),
+        (["bench", "--new-tokens", huge, "--out", str(tmp_path / "b")], "--new-tokens"),
+        (["bench", "--batch-size", f"1,{huge}", "--out", str(tmp_path / "b")], "from 1 to 4096"),
+        (["serve-bench", "--vllm", "/bin/true", "--concurrency", huge, "--out", str(tmp_path / "s"),
+          "--work", str(tmp_path / "w")], "--concurrency values must be integers from 1 to 4096"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)

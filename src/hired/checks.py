@@ -54,3 +54,12 @@ def check_context(model_config: Any, length: int, what: str = "the prompt") -> N
     if limit is not None and length > limit:
         raise InputError(f"{what} is {length} tokens (image tokens included), longer than the model's context of "
                          f"{limit} tokens (max_position_embeddings); shorten the question or keep fewer image tokens")
+
+
+def check_new_tokens(model_config: Any, new_tokens: int, option: str = "--max-new-tokens") -> None:
+    """OptionError where ``new_tokens`` alone fill the language model's context (a huge count
+    generated until the context was long past: a hang, then garbage)."""
+    limit = context_length(model_config)
+    if limit is not None and new_tokens >= limit:
+        raise OptionError(f"{option} {new_tokens}: the model's context holds {limit} tokens, prompt included; "
+                          f"ask for fewer than {limit}")

@@ -175,6 +175,7 @@ def run(
     With no --image and no --prompt it asks the demo model about the sample scene shipped with hired."""
     import hired
     from hired.bench.timing import timed_generate
+    from hired.checks import check_new_tokens
     from hired.data.scenes import sample_scene
     from hired.images import load_image
     from hired.loading import DEMOS, load
@@ -192,6 +193,7 @@ def run(
                           final_layer=final_layer, score=score, newlines=newlines)
     picture = load_image(image)
     loaded = load(model, device=device, dtype=dtype)
+    check_new_tokens(loaded.model.config, max_new_tokens)
     hired.apply(loaded.model, config)
     inputs = loaded.inputs(picture, loaded.format_prompt(prompt))
     output, timing = timed_generate(loaded.model, inputs, max_new_tokens, force_length=loaded.random_weights)
@@ -265,7 +267,7 @@ def evaluate(
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
     """Accuracy per method and budget on local VQA-style data."""
-    from hired.checks import output_folder
+    from hired.checks import check_new_tokens, output_folder
     from hired.config import parse_budgets
     from hired.evaluation.data import load_items
     from hired.evaluation.report import header_line, rich_table, write_results
@@ -278,6 +280,7 @@ def evaluate(
     output_folder(out)
     quiet_runtime()
     loaded = load(model, device=device, dtype=dtype)
+    check_new_tokens(loaded.model.config, max_new_tokens)
     if loaded.random_weights:
         console.print(f"Model {loaded.name} has RANDOM weights: accuracies are meaningless.", style="yellow",
                       highlight=False)
@@ -454,7 +457,7 @@ def serve_bench(
     settings = ServeBenchSettings(
         vllm=vllm, work=work, model=model, budgets=parse_budgets(budgets),
         concurrency=parse_ints(concurrency, "--concurrency"),
-        requests=parse_ints(requests, "--requests") if requests else None,
+        requests=parse_ints(requests, "--requests", maximum=100_000) if requests else None,
         max_tokens=max_tokens, dtype=dtype,
     )
     results = run_serve_bench(settings, log=lambda line: errors.print(line, highlight=False))

@@ -28,6 +28,7 @@ from typing import Any
 from hired.bench import flops
 from hired.bench.load import chat_body, run_load
 from hired.bench.serving_model import ServingLM, build_serving_model, flops_split, vllm_shapes
+from hired.bench.settings import MAX_COUNT
 from hired.config import HiREDConfig
 from hired.errors import HiREDError
 
@@ -66,10 +67,11 @@ class ServeBenchSettings:
         if not (shutil.which(self.vllm) or Path(self.vllm).is_file()):
             raise HiREDError(f"--vllm {self.vllm!r} is not an executable; pass the vLLM venv's bin/vllm")
         vllm_version(self.vllm)
-        if not self.concurrency or min(self.concurrency) < 1:
-            raise HiREDError(f"--concurrency must be integers >= 1, got {self.concurrency}")
-        if self.requests is not None and (len(self.requests) != len(self.concurrency) or min(self.requests) < 1):
-            raise HiREDError("--requests needs one count >= 1 per --concurrency level")
+        if not self.concurrency or not all(1 <= c <= MAX_COUNT for c in self.concurrency):
+            raise HiREDError(f"--concurrency must be integers from 1 to {MAX_COUNT}, got {self.concurrency}")
+        if self.requests is not None and (len(self.requests) != len(self.concurrency)
+                                          or not all(1 <= r <= 100_000 for r in self.requests)):
+            raise HiREDError("--requests needs one count from 1 to 100000 per --concurrency level")
         if self.max_tokens < 1:
             raise HiREDError("--max-tokens must be >= 1")
         for budget in self.budgets:
