@@ -227,7 +227,7 @@ def test_cli_bench_writes_results(tmp_path):
         (["--methods", "full,magic"], "unknown method 'magic'"),
         (["--image", "12by3"], "WxH"),
         (["--image", "0x10"], "between 1x1"),
-        (["--batch-size", "0"], "--batch-size values must be integers >= 1"),
+        (["--batch-size", "0"], "--batch-size values must be integers from 1 to 4096"),
         (["--batch-size", "two"], "--batch-size takes comma-separated integers"),
         (["--runs", "0"], "Invalid value for '--runs'"),
         (["--memory-cap-gb", "-1"], "--memory-cap-gb must be a number of GiB > 0"),

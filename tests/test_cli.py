@@ -84,3 +84,45 @@ def test_unreadable_and_truncated_images_exit_2(tmp_path, picture):
     for path, message in [(missing, "not found"), (text, "not an image"), (truncated, "truncated")]:
         result = runner.invoke(app, ["run", *TINY, "-i", str(path), "-p", "x"])
         assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_user_text_is_printed_as_written_not_read_as_markup(tmp_path, picture):
+    """'[/b]' in a path, a prompt, a model id, --out or a usage error's value is shown as is (no
+    rich MarkupError traceback, even after the work is done)."""
+    odd = tmp_path / "[/b]"
+    cases = [
+        (["run", "-i", str(odd / "x.png"), "-p", "x"], 2, "[/b]/x.png"),
+        (["run", "-i", str(picture), "-p", "x", "--model", "[/b]"], 2, "'[/b]'"),
+        (["run", "-i", str(picture), "-p", "x", "--[/b]"], 2, "--[/b]"),
+        (["run", "-i", str(picture), "-p", "what [/b] [red]", "--max-new-tokens", "1"], 0, "Answer:"),
+        (["viz", "-i", str(picture), "--methods", "hired", "--panel", "96", "-o", str(odd / "k.png")], 0, "[/b]/k.png"),
+    ]
+    for args, code, shown in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == code, (args, result.output)
+        assert shown in result.output, (args, result.output)
+        assert "Traceback" not in result.output and "MarkupError" not in result.output
+
+
+def test_help_names_every_supported_family():
+    from hired.families import FAMILIES
+
+    names = {"llava_next": "LLaVA-NeXT", "llava": "LLaVA-1.5", "llava_onevision": "LLaVA-OneVision",
+             "internvl": "InternVL"}
+    assert set(FAMILIES) == set(names), "a new family: name it in hired.cli.HELP and here"
+    shown = runner.invoke(app, ["--help"], terminal_width=300).output
+    assert all(name in shown for name in names.values()), shown
+
+
+def test_narrow_viz_panels_are_refused_or_get_short_titles(picture, tmp_path):
+    from hired.viz import partition_title
+
+    result = runner.invoke(app, ["viz", "-i", str(picture), "--panel", "24", "-o", str(tmp_path / "k.png")])
+    assert result.exit_code == 2 and "--panel" in result.stderr
+
+    class Report:
+        grid, partitions, partition_budgets, kept_per_partition = (2, 2), 5, [10, 3, 3, 2, 2], [10, 3, 3, 2, 2]
+
+    assert partition_title(Report(), 1) == "(0,0) budget 3, kept 3"
+    assert partition_title(Report(), 1, lambda text: len(text) <= 14) == "(0,0) kept 3/3"
+    assert partition_title(Report(), 1, lambda text: False) == "3/3"

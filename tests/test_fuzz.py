@@ -9,6 +9,7 @@ orientation, corrupt and truncated files, decompression bombs, NaN pixels.
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 import hired
+import hired.loading
 from hired.cli import app
 from hired.data.scenes import sample_scene
 from hired.errors import (
@@ -472,3 +474,247 @@ def test_positional_arguments_work_after_apply_as_before(family, tiny_next, tiny
         assert model.hired_report.kept == round(0.2 * model.hired_report.total)
     finally:
         hired.remove(model)
+
+
+# -- prompts ------------------------------------------------------------------------------------
+def test_prompts_that_do_not_match_the_images_or_the_context_are_one_line(files):
+    """Two placeholders for one picture, or a prompt past the model's context (which the model
+    would answer with garbage), exit 2 in one line; a typed <image> is explained, a URL named."""
+    cases = [
+        (["-p", "<image> <image> what"], "2 <image> placeholders for 1 image"),
+        (["-p", "what " * 1100], "longer than the model's context of 1024"),
+        (["-p", "what " * 1100, "--budget", "1.0"], "longer than the model's context of 1024"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["run", "-i", files["pic"], *args, "--max-new-tokens", "1"])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+    result = runner.invoke(app, ["run", "-i", "https://example.com/cat.png", "-p", "x"])
+    assert result.exit_code == 2 and "https://example.com/cat.png is a URL" in result.stderr
+    result = runner.invoke(app, ["run", "-i", files["pic"], "-p", "<image> what color", "--max-new-tokens", "1"])
+    assert result.exit_code == 0 and "hired adds it itself" in result.output
+    assert "Words it does not know: <" not in result.output
+
+
+def test_a_prompt_past_the_context_is_an_input_error_in_the_api(model_next, monkeypatch):
+    model, processor = model_next
+    inputs = image_inputs(processor, 120, 160)
+    length = inputs["input_ids"].shape[1]
+    for budget in (1.0, 0.2):
+        hired.apply(model, hired.HiREDConfig(budget=budget))
+        monkeypatch.setattr(model.config.text_config, "max_position_embeddings", 8)
+        with pytest.raises(InputError, match="context of 8 tokens"):
+            model.generate(**inputs, max_new_tokens=1)
+        monkeypatch.setattr(model.config.text_config, "max_position_embeddings", length)
+        model.generate(**inputs, max_new_tokens=1)  # fits
+    hired.remove(model)
+    monkeypatch.setattr(model.config.text_config, "max_position_embeddings", 8)
+    with pytest.raises(InputError, match="context of 8 tokens"):
+        hired.loading.model_inputs(model, processor, noise_image(120, 160), "<image> what")
+    with pytest.raises(ImageTokenMismatchError, match="2 <image> placeholders for 1 image"):
+        hired.loading.model_inputs(model, processor, noise_image(120, 160), "<image> <image> what")
+
+
+# -- broken checkpoints -------------------------------------------------------------------------
+def broken_checkpoint(root, name, config=None, weights=None):
+    import shutil
+
+    from hired.loading import DEMO_MODEL_DIR
+
+    folder = root / name
+    shutil.copytree(DEMO_MODEL_DIR, folder)
+    if config is not None:
+        data = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(config if isinstance(config, str) else json.dumps(config(data)))
+    if weights is not None:
+        path = folder / "model.safetensors"
+        path.write_bytes(weights(path.read_bytes()))
+    return folder
+
+
+def setting(path, value):
+    def change(config):
+        target = config
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        return config
+    return change
+
+
+@pytest.mark.parametrize("name, config, weights, message", [
+    ("null", "null", None, "config.json: the file is not a JSON object (got null)"),
+    ("number", "3", None, "config.json: the file is not a JSON object"),
+    ("string", '"llava"', None, "config.json: the file is not a JSON object"),
+    ("cut", '{"model_type": ', None, "config.json is not valid JSON"),
+    ("hidden0", setting(["text_config", "hidden_size"], 0), None, "text_config.hidden_size must be a positive"),
+    ("layers0", setting(["text_config", "num_hidden_layers"], 0), None, "text_config.num_hidden_layers must be"),
+    ("heads-null", setting(["vision_config", "num_attention_heads"], None), None,
+     "vision_config.num_attention_heads must be a positive integer, got null"),
+    ("patch0", setting(["vision_config", "patch_size"], 0), None, "vision_config.patch_size must be"),
+    ("text-config", setting(["text_config"], "x"), None, "text_config is not a JSON object"),
+    ("pinpoints", setting(["image_grid_pinpoints"], [[0, 224]]), None, "image_grid_pinpoints must be"),
+    ("pinpoints-flat", setting(["image_grid_pinpoints"], [224, 224]), None, "image_grid_pinpoints must be"),
+    ("token", setting(["image_token_index"], "x"), None, "image_token_index"),
+    ("truncated", None, lambda data: data[: len(data) // 2], "model.safetensors is truncated or corrupt"),
+    ("zeroed", None, lambda data: bytes(len(data)), "model.safetensors is truncated or corrupt"),
+    ("empty", None, lambda data: b"", "model.safetensors is truncated or empty"),
+])
+def test_broken_checkpoint_folders_are_one_line_naming_file_and_field(tmp_path, name, config, weights, message):
+    folder = broken_checkpoint(tmp_path, name, config, weights)
+    with pytest.raises(ModelLoadError, match=re.escape(message)):
+        hired.loading.load(str(folder))
+    result = runner.invoke(app, ["run", "--model", str(folder), "-i", str(sample_scene()[0]), "-p", "x"])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# -- eval caches and items ------------------------------------------------------------------------
+def test_eval_cache_is_keyed_by_dtype_and_refuses_or_ignores_what_it_cannot_trust(tmp_path):
+    save(noise_image(60, 80, seed=1), tmp_path / "one.png")
+    data = write_jsonl(tmp_path / "a.jsonl", [{"id": "q1", "image": "one.png", "question": "how many circles?",
+                                               "answer": 2.0, "kind": "count"}])
+    out = tmp_path / "out"
+    common = ["--data", str(data), "--out", str(out), "--methods", "hired", "--budgets", "16,8", "--max-new-tokens",
+              "1"]
+    first = runner.invoke(app, ["eval", *common])
+    assert first.exit_code == 0, first.output
+    results = json.loads((out / "results.json").read_text())
+    assert [r["budget"] for r in results["results"]] == [None, 16, 8]
+    assert json.loads((out / "settings.json").read_text())["dtype"] == "float32"
+    other_dtype = runner.invoke(app, ["eval", *common, "--dtype", "bfloat16"])  # would reuse float32 answers
+    assert other_dtype.exit_code == 2 and "dtype 'float32' -> 'bfloat16'" in other_dtype.stderr, other_dtype.output
+    cache = out / "answers" / "hired@16.jsonl"
+    for text in ('[1, 2]\n', '{"id": 3}\n', '"x"\n', 'null\n', '\xff\n'):  # other shapes: answered again, a note
+        cache.write_text(text, encoding="latin-1")
+        again = runner.invoke(app, ["eval", *common])
+        assert again.exit_code == 0 and "not a cached answer" in again.stderr, (text, again.output)
+        assert json.loads(cache.read_text().splitlines()[-1])["id"] == "q1"
+    for text in ("[1]", "null", "3", "\xff"):
+        (out / "settings.json").write_text(text, encoding="latin-1")
+        broken = runner.invoke(app, ["eval", *common])
+        assert broken.exit_code == 2 and "not the settings file" in broken.stderr, broken.output
+
+
+def test_eval_items_with_odd_kinds_fail_up_front_and_numbers_compare_as_numbers(tmp_path):
+    from hired.evaluation.metrics import exact_match
+
+    (tmp_path / "pic.png").write_bytes(save(noise_image(60, 80), tmp_path / "p.png").read_bytes())
+    item = {"id": "a", "image": "pic.png", "question": "what", "answer": "one"}
+    for kind in (None, 3, ["a"], "", {"k": 1}):
+        with pytest.raises(DataError, match="kind must be a non-empty string"):
+            load_items(write_jsonl(tmp_path / "k.jsonl", [{**item, "kind": kind}]))
+    for prediction, answer in (("2", 2.0), ("2.0", "two"), ("1,000", "1000"), ("0.50", 0.5), ("3.", "three")):
+        assert exact_match(prediction, str(answer)) == 1.0, (prediction, answer)
+    assert exact_match("2.5", "25") == 0.0 and exact_match("2", "2.5") == 0.0
+
+
+def test_the_accuracy_plot_draws_token_count_budgets(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from hired.evaluation.report import plot_accuracy
+
+    def row(budget, kept):
+        return {"method": "hired" if budget else "full", "budget": budget, "adaptive": False, "accuracy": 0.5,
+                "ci95": [0.4, 0.6], "mean_kept": kept, "mean_total": 100 if kept else None}
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot_accuracy({"model": "m", "majority": 0.3, "results": [row(None, None), row(16, 16), row(8, 8)]},
+                  tmp_path / "a.png")
+    drawn = [c for c in figures[0].axes[0].containers if c.get_label() == "hired"]
+    assert len(drawn) == 1 and list(drawn[0].lines[0].get_xdata()) == [8.0, 16.0]
+
+
+# -- huge numbers and non-finite scores ---------------------------------------------------------
+def test_huge_numbers_are_range_checked_at_the_edges(files, tmp_path, monkeypatch, tiny_next):
+    with pytest.raises(ConfigError, match=r"2\*\*63"):
+        hired.HiREDConfig(seed=2**70)
+    assert hired.HiREDConfig(seed=2**63 - 1).seed == 2**63 - 1
+    for size in ((10**20, 10**20), (1, 2**31)):
+        with pytest.raises(hired.HiREDError, match="sides must be from 1"):
+            hired.planned_tokens(tiny_next[0].config, size)
+    huge = "9" * 30
+    for args in (["viz", "-i", files["pic"], "--seed", huge, "-o", str(tmp_path / "k.png")],
+                 ["data", "make", "--out", str(tmp_path / "d"), "--seed", huge],
+                 ["eval", "--data", files["data"], "--seed", huge]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "--seed" in result.stderr, result.output
+    for threads in ("9" * 30, "5000", "0", "²"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        result = runner.invoke(app, ["run", "--max-new-tokens", "1"])
+        assert result.exit_code == 2 and "OMP_NUM_THREADS must be an integer from 1 to" in result.stderr, result.output
+
+
+def test_select_tokens_refuses_scores_that_are_not_finite():
+    final, init = torch.rand(5, 64, generator=torch.Generator().manual_seed(0)), torch.rand(64)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for which in ("final", "init"):
+            f, i = final.clone(), init.clone()
+            (f[2] if which == "final" else i)[3] = bad
+            with pytest.raises(InputError, match="NaN or infinite"):
+                hired.select_tokens(f, i, (2, 2), 64, 0.5)
+    valid = torch.ones(5, 64, dtype=torch.bool)
+    valid[4, 60:] = False
+    f = final.clone()
+    f[4, 60:] = float("nan")  # tokens that cannot be kept may hold anything
+    assert int(hired.select_tokens(f, init, (2, 2), 64, 0.5, valid=valid).sum()) == 64
+
+
+# -- generate arguments, copies and threads behave as on the unmodified model ---------------------
+def test_max_length_and_min_length_count_from_the_callers_prompt(model_next):
+    from hired.backends.hf.patch import generation_lengths
+
+    model, processor = model_next
+    inputs = image_inputs(processor, 120, 160)
+    length = inputs["input_ids"].shape[1]
+    reference = model.generate(**inputs, max_length=length + 3, do_sample=False)
+    hired.apply(model, hired.HiREDConfig(budget=0.2))
+    out = model.generate(**inputs, max_length=length + 3, do_sample=False)
+    assert out.shape == reference.shape and torch.equal(out[:, :length], inputs["input_ids"])
+    with pytest.raises(InputError, match="max_length"):
+        model.generate(**inputs, max_length=length)
+    assert generation_lengths(model, {"min_length": length + 4}, length, length - 50) == {"min_length": length - 46}
+    assert generation_lengths(model, {"min_length": 10, "min_new_tokens": 2}, length, length - 50) == {}
+
+
+def test_a_deep_copy_of_a_patched_model_and_two_threads_on_one_answer_as_alone(model_next):
+    import copy
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, processor = model_next
+    hired.apply(model, hired.HiREDConfig(budget=0.2))
+    batches = [image_inputs(processor, h, w, seed=s) for s, (h, w) in enumerate([(120, 160), (300, 100), (90, 90)])]
+
+    def answer(target, inputs):
+        with torch.no_grad():
+            return target.generate(**inputs, max_new_tokens=3, do_sample=False), target.hired_report.kept
+
+    alone = [answer(model, inputs) for inputs in batches]
+    twin = copy.deepcopy(model)
+    assert hired.is_applied(twin) and twin.hired_adapter.model is twin
+    for (out, kept), inputs in zip(alone, batches):
+        twin_out, twin_kept = answer(twin, inputs)
+        assert torch.equal(twin_out, out) and twin_kept == kept
+    hired.remove(twin)
+    assert hired.is_applied(model) and not hired.is_applied(twin)
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda inputs: answer(model, inputs)[0], batches * 2))
+    for out, (expected, _) in zip(together, alone * 2):
+        assert torch.equal(out, expected)
+
+
+def test_huge_counts_of_work_are_refused_not_run_for_ever(files, tmp_path):
+    huge = "9" * 25
+    cases = [
+        (["run", "-i", files["pic"], "-p", "x", "--max-new-tokens", huge], "the model's context holds 1024 tokens"),
+        (["eval", "--data", files["data"], "--max-new-tokens", "1024", "--out", str(tmp_path / "e")],
+         "--max-new-tokens 1024: the model's context holds 1024"),
+        (["bench", "--new-tokens", huge, "--out", str(tmp_path / "b")], "--new-tokens"),
+        (["bench", "--batch-size", f"1,{huge}", "--out", str(tmp_path / "b")], "from 1 to 4096"),
+        (["serve-bench", "--vllm", "/bin/true", "--concurrency", huge, "--out", str(tmp_path / "s"),
+          "--work", str(tmp_path / "w")], "--concurrency values must be integers from 1 to 4096"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)

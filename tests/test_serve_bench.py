@@ -94,3 +94,30 @@ def test_command_errors_are_one_line(tmp_path):
     assert result.exit_code == 2 and "is not an executable" in result.stderr
     result = runner.invoke(app, ["serve-bench", "--vllm", "true", "--concurrency", "0", "--work", str(tmp_path)])
     assert result.exit_code == 2 and "--concurrency" in result.stderr
+
+
+def test_serve_bench_checks_vllm_dtype_and_model_up_front(tmp_path):
+    """A command that is not vLLM's, a --dtype vLLM refuses or a broken --model fail at once in
+    one line (they were tracebacks once the first server started, minutes in)."""
+    from typer.testing import CliRunner
+
+    from hired.cli import app
+
+    fake = tmp_path / "vllm"
+    fake.write_text("#!/bin/sh\nif [ \"$1\" = --version ]; then echo 0.0.1; exit 0; fi\necho boom; exit 3\n")
+    fake.chmod(0o755)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("null")
+    common = ["serve-bench", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]
+    cases = [
+        (["--vllm", "/bin/false"], "is not vLLM's command: `/bin/false --version` exited 1"),
+        (["--vllm", "/bin/true"], "is not vLLM's command"),
+        (["--vllm", str(fake), "--dtype", "int3"], "--dtype must be one of auto, half"),
+        (["--vllm", str(fake), "--model", str(tmp_path / "broken")], "config.json: the file is not a JSON object"),
+        (["--vllm", str(fake), "--model", str(tmp_path)], "is not a checkpoint folder"),
+        (["--vllm", str(fake)], "vanilla: vllm serve exited with code 3 before it was ready; see its log"),
+    ]
+    for args, message in cases:
+        result = CliRunner().invoke(app, [*common, *args])
+        assert result.exit_code == 2 and message in result.stderr, (args, result.output)
+        assert len(result.stderr.strip().splitlines()) == 1

@@ -62,6 +62,11 @@ def test_hf_overrides_win_over_env():
     ({}, {"hired_budget": "0.2", "hired_method": "prumerge"}, "hired_method='prumerge'"),  # adaptive
     ({}, {"hired_budget": 0.2, "hired_allocation": "official"}, "allocation='official'"),  # score-dependent floors
     ({"HIRED_BUDGET": "0.2", "HIRED_NEWLINES": "kept_rows"}, {}, "HIRED_NEWLINES='kept_rows'"),
+    ({"HIRED_BUDGET": "0.2", "HIRED_SEED": "1" + "0" * 25}, {}, "HIRED_SEED='1" + "0" * 25),  # killed the engine
+    ({}, {"hired_budget": 0.2, "hired_seed": 2**70}, "hired_seed=" + str(2**70)),
+    ({}, {"hired_budgt": 0.2}, "key 'hired_budgt' (did you mean 'hired_budget'?); hired's: hired_budget, "),
+    ({"HIRED_BUGDET": "0.2"}, {}, "variable 'HIRED_BUGDET' (did you mean 'HIRED_BUDGET'?); hired's: HIRED_BUDGET"),
+    ({"HIRED_BUDGET": "0.2"}, {"hired_allocaton": "exact", "hired_x": 1}, "keys 'hired_allocaton' (did you mean"),
 ])
 def test_bad_values_one_line_naming_them(env, hf, names):
     with pytest.raises(VLLMSettingError) as info:

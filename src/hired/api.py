@@ -12,6 +12,7 @@ from hired.errors import ConfigError, HiREDError
 from hired.recipe import Recipe
 
 _PATCHED = ("forward", "generate")
+MAX_SIDE = 2**31 - 1  # pixels a side: past it the geometry's tensors overflow (a plain ValueError)
 
 
 def apply(model: nn.Module, config: HiREDConfig | None = None) -> nn.Module:
@@ -61,8 +62,8 @@ def planned_tokens(model_config: Any, image_size: tuple[int, int], config: HiRED
         height, width = (int(v) for v in image_size)
     except (TypeError, ValueError):
         raise HiREDError(f"image_size must be (height, width), got {image_size!r}") from None
-    if height < 1 or width < 1:
-        raise HiREDError(f"image_size must be positive, got {(height, width)}")
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise HiREDError(f"image_size sides must be from 1 to {MAX_SIDE} pixels, got {(height, width)}")
     if isinstance(images_in_prompt, bool) or not isinstance(images_in_prompt, int) or images_in_prompt < 1:
         raise HiREDError(f"images_in_prompt must be an int >= 1, got {images_in_prompt!r}")
     return Recipe.build(model_config, config).planned_tokens((height, width), images_in_prompt, processor)

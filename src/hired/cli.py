@@ -17,8 +17,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
+from hired.config import MAX_SEED
 from hired.errors import HiREDError, OptionError
 
 try:  # typer >= 0.29 ships its own copy of click
@@ -26,8 +28,12 @@ try:  # typer >= 0.29 ships its own copy of click
 except ImportError:  # pragma: no cover - older typer on click
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# No console markup: user text (paths, prompts, model ids, answers, vLLM's log lines) is printed as
+# written, "[/b]" included; hired's own colours are styles (``style=``, :func:`labelled`).
+console = Console(soft_wrap=True, markup=False)
+errors = Console(stderr=True, soft_wrap=True, markup=False)
+HELP = ("HiRED token dropping for vision-language models: LLaVA-NeXT, LLaVA-1.5, LLaVA-OneVision and InternVL "
+        "(transformers checkpoints, or vLLM through the hired[vllm] plugin).")
 MODEL_HELP = "demo (the bundled model, default), a preset name, a hub id or a local folder."
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 DTYPE_HELP = "auto, float32, float16 or bfloat16."
@@ -46,7 +52,7 @@ class OneLineErrors(TyperGroup):
             error.show()
             sys.exit(error.exit_code)
         except ClickException as error:
-            errors.print(f"[red]error:[/red] {error.format_message()}", highlight=False, markup=True)
+            errors.print(labelled("error:", "red", error.format_message()), highlight=False)
             sys.exit(error.exit_code)
         except typer.Abort:
             errors.print("Aborted.")
@@ -55,12 +61,18 @@ class OneLineErrors(TyperGroup):
 
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="HiRED token dropping for LLaVA-NeXT / LLaVA-1.5.")
+                  help=HELP)
 
 
 @app.callback()
 def root() -> None:
-    """HiRED token dropping for LLaVA-NeXT / LLaVA-1.5."""
+    # the help is HELP (set on the app), which names every supported family
+    return None
+
+
+def labelled(label: str, style: str, text: str) -> Text:
+    """``label`` in ``style``, then ``text`` as written (no markup is read in it)."""
+    return Text.assemble((label, style), " ", text)
 
 
 def cli_errors(fn: Callable) -> Callable:
@@ -71,7 +83,7 @@ def cli_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except HiREDError as error:
-            errors.print(f"[red]error:[/red] {error}", highlight=False, markup=True)
+            errors.print(labelled("error:", "red", str(error)), highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -108,17 +120,22 @@ def plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def demo_note(tokenizer: Any, prompt: str, name: str = "demo") -> str:
-    """What the bundled demo model is, and the words of ``prompt`` it has never seen."""
+def demo_note(tokenizer: Any, prompt: str, name: str = "demo", image_token: str = "<image>") -> str:
+    """What the bundled demo model is, and the words of ``prompt`` it has never seen (an image
+    placeholder typed into the prompt is explained, not listed as unknown words)."""
     kind = "InternVL" if name == "demo-internvl" else "LLaVA-NeXT"
-    note = (f"[yellow]Model {name}: a small {kind} trained on hired's synthetic scenes; it answers questions "
+    note = (f"Model {name}: a small {kind} trained on hired's synthetic scenes; it answers questions "
             "such as 'what color is the star?', 'which letter is inside the red square?' or 'how many circles "
             "are there?' about such scenes. Pass --model for a real checkpoint.")
-    words = [word for word, _ in tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt)]
+    if image_token in prompt:
+        note += (f" The prompt holds {image_token}, the image placeholder: hired adds it itself (and the chat "
+                 f"template with it), so a prompt with it is passed as written; leave it out.")
+    words = [word for word, _ in
+             tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str(prompt.replace(image_token, " "))]
     unknown = list(dict.fromkeys(w for w in words if tokenizer.convert_tokens_to_ids(w) == tokenizer.unk_token_id))
     if unknown:
         note += f" Words it does not know: {', '.join(unknown)}."
-    return note + "[/yellow]"
+    return note
 
 
 def format_bytes(value: int | None) -> str:
@@ -158,6 +175,7 @@ def run(
     With no --image and no --prompt it asks the demo model about the sample scene shipped with hired."""
     import hired
     from hired.bench.timing import timed_generate
+    from hired.checks import check_new_tokens
     from hired.data.scenes import sample_scene
     from hired.images import load_image
     from hired.loading import DEMOS, load
@@ -175,6 +193,7 @@ def run(
                           final_layer=final_layer, score=score, newlines=newlines)
     picture = load_image(image)
     loaded = load(model, device=device, dtype=dtype)
+    check_new_tokens(loaded.model.config, max_new_tokens)
     hired.apply(loaded.model, config)
     inputs = loaded.inputs(picture, loaded.format_prompt(prompt))
     output, timing = timed_generate(loaded.model, inputs, max_new_tokens, force_length=loaded.random_weights)
@@ -205,13 +224,15 @@ def run(
         console.print(sample, highlight=False)
     if loaded.random_weights:
         console.print(
-            f"[yellow]Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
-            f"timings are real. Pass --model llava-hf/llava-v1.6-vicuna-7b-hf for a real checkpoint.[/yellow]"
+            f"Model {loaded.name} has RANDOM weights: the answer is meaningless, the token counts and "
+            f"timings are real. Pass --model llava-hf/llava-v1.6-vicuna-7b-hf for a real checkpoint.",
+            style="yellow", highlight=False,
         )
     elif loaded.name in DEMOS:
-        console.print(demo_note(loaded.processor.tokenizer, prompt, loaded.name), highlight=False)
+        console.print(demo_note(loaded.processor.tokenizer, prompt, loaded.name,
+                                getattr(loaded.processor, "image_token", "<image>")), style="yellow", highlight=False)
     memory_kind = "CUDA max allocated" if loaded.model.device.type == "cuda" else "peak RSS"
-    console.print(f"[bold]Answer:[/bold] {result['answer']}", highlight=False)
+    console.print(labelled("Answer:", "bold", result["answer"]), highlight=False)
     console.print(
         f"Visual tokens kept: {report.kept}/{report.total} ({100 * report.kept / report.total:.1f}%), "
         f"per partition {report.images[0].kept_per_partition}; image tokens to the LLM: "
@@ -241,12 +262,12 @@ def evaluate(
     batch_size: int = typer.Option(8, min=1, help="Questions per generate call."),
     max_new_tokens: int = typer.Option(8, min=1, help="Answer length limit."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, min=0, help="Seed for random policies."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed for random policies."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     dtype: str = typer.Option("auto", help=DTYPE_HELP),
 ) -> None:
     """Accuracy per method and budget on local VQA-style data."""
-    from hired.checks import output_folder
+    from hired.checks import check_new_tokens, output_folder
     from hired.config import parse_budgets
     from hired.evaluation.data import load_items
     from hired.evaluation.report import header_line, rich_table, write_results
@@ -259,9 +280,12 @@ def evaluate(
     output_folder(out)
     quiet_runtime()
     loaded = load(model, device=device, dtype=dtype)
+    check_new_tokens(loaded.model.config, max_new_tokens)
     if loaded.random_weights:
-        console.print(f"[yellow]Model {loaded.name} has RANDOM weights: accuracies are meaningless.[/yellow]")
-    results = run_evaluation(loaded, items, arms, out, batch_size, max_new_tokens, alpha, seed)
+        console.print(f"Model {loaded.name} has RANDOM weights: accuracies are meaningless.", style="yellow",
+                      highlight=False)
+    results = run_evaluation(loaded, items, arms, out, batch_size, max_new_tokens, alpha, seed,
+                             log=lambda note: errors.print(labelled("note:", "yellow", note), highlight=False))
     paths = write_results(results, out)
     console.print(header_line(results), highlight=False)
     wide_console().print(rich_table(results))
@@ -271,7 +295,7 @@ def evaluate(
 def wide_console() -> Console:
     """The terminal, or for a pipe or file a console wide enough for the whole table (not one
     squeezed to 80 columns)."""
-    return console if console.is_terminal else Console(width=200)
+    return console if console.is_terminal else Console(width=200, markup=False)
 
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Local VQA data: synthetic scenes.")
@@ -283,7 +307,8 @@ app.add_typer(data_app, name="data")
 def data_make(
     out: str = typer.Option(..., "--out", "-o", help="Folder to write images/ and train/val/test.jsonl into."),
     n: int = typer.Option(2000, "--n", min=1, help="Number of scenes (pictures); each has up to four questions."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed: the scenes and their split are a function of it."),
+    seed: int = typer.Option(0, "--seed", min=0, max=MAX_SEED,
+                             help="Seed: the scenes and their split are a function of it."),
 ) -> None:
     """Write seeded high-resolution VQA scenes (PNG + JSONL, fixed train/val/test split)."""
     from hired.data.scenes import make_scenes
@@ -312,7 +337,7 @@ def bench(
     llm_layers: int | None = typer.Option(None, min=1, help="Presets: build only K language-model layers."),
     vit_layers: int | None = typer.Option(None, min=2, help="Presets: build only K vision-encoder layers."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, min=0, help="Seed of the random weights and the noise pictures."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed of the random weights and the noise pictures."),
     out: str = typer.Option("bench-out", "--out", "-o", help="Folder for results.json, results.md, speedup.png."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -335,11 +360,12 @@ def bench(
     settings.validate()
     output_folder(out)
     quiet_runtime()
-    results = run_bench(settings, progress=progress, log=lambda note: errors.print(f"[yellow]note:[/yellow] {note}"))
+    results = run_bench(settings, progress=progress, log=lambda note: errors.print(labelled("note:", "yellow", note),
+                                                                     highlight=False))
     paths = write_results(results, out)
     if results["model"]["random_weights"]:
-        console.print(f"[yellow]Model {results['model']['name']} has RANDOM weights: answers are meaningless, "
-                      f"token counts and timings are real.[/yellow]")
+        console.print(f"Model {results['model']['name']} has RANDOM weights: answers are meaningless, "
+                      f"token counts and timings are real.", style="yellow", highlight=False)
     for line in header_lines(results):
         console.print(line, highlight=False)
     wide_console().print(rich_table(results))
@@ -359,8 +385,9 @@ def viz(
     model: str | None = typer.Option(None, "--model", "-m", help=MODEL_HELP),
     out: str = typer.Option("kept.png", "--out", "-o", help="PNG file to write."),
     alpha: float = typer.Option(0.5, min=0.0, max=1.0, help="HiRED's full-view share."),
-    seed: int = typer.Option(0, min=0, help="Seed for random policies."),
-    panel: int = typer.Option(240, min=24, max=2000, help="Side of each partition's picture in pixels."),
+    seed: int = typer.Option(0, min=0, max=MAX_SEED, help="Seed for random policies."),
+    panel: int = typer.Option(240, min=96, max=2000, help="Side of each partition's picture in pixels (96 or "
+                              "more: titles stay readable; narrow panels get short titles, kept/budget)."),
     colors: int | None = typer.Option(None, min=2, max=256,
                                       help="Quantise the PNG to this many colours (smaller file)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -391,8 +418,8 @@ def viz(
     except OSError as error:
         raise OptionError(f"cannot write {out}: {error}") from None
     if loaded.random_weights:
-        console.print(f"[yellow]Model {loaded.name} has RANDOM weights: the kept tokens show the mechanics, "
-                      f"not what a trained model attends to.[/yellow]")
+        console.print(f"Model {loaded.name} has RANDOM weights: the kept tokens show the mechanics, "
+                      f"not what a trained model attends to.", style="yellow", highlight=False)
     for row in rows:
         console.print(f"{row.method}: kept {row.report.kept}/{row.report.total}, per partition "
                       f"{row.report.kept_per_partition}", highlight=False)
@@ -426,18 +453,19 @@ def serve_bench(
 
     output_folder(out)
     output_folder(work, "--work")
+    quiet_runtime()
     settings = ServeBenchSettings(
         vllm=vllm, work=work, model=model, budgets=parse_budgets(budgets),
         concurrency=parse_ints(concurrency, "--concurrency"),
-        requests=parse_ints(requests, "--requests") if requests else None,
+        requests=parse_ints(requests, "--requests", maximum=100_000) if requests else None,
         max_tokens=max_tokens, dtype=dtype,
     )
     results = run_serve_bench(settings, log=lambda line: errors.print(line, highlight=False))
     paths = write_results(results, out)
     for line in header_lines(results):
         console.print(line, highlight=False)
-    (console if console.is_terminal else Console(width=220)).print(rich_table(results))
-    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}")
+    (console if console.is_terminal else Console(width=220, markup=False)).print(rich_table(results))
+    console.print(f"Wrote {paths['json']}, {paths['md']} and {paths['png']}", highlight=False)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ Allocation = Literal["exact", "official"]
 Newlines = Literal["kept_rows", "all", "none"]
 Score = Literal["cls", "received"]
 SCORES = ("cls", "received")
+MAX_SEED = 2**63 - 1  # torch.manual_seed and every generator hired seeds take it; beyond it overflowed
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class HiREDConfig:
         one token), ``"all"`` (every row, like the unmodified model) or ``"none"``.
         ``None`` = ``"kept_rows"`` for exact mode, ``"none"`` for official mode (as published).
     method: the drop policy; ``"hired"`` is the paper's method.
-    seed: seed (an int >= 0) for policies that draw random numbers.
+    seed: seed (an int in [0, 2**63 - 1]) for policies that draw random numbers.
     score: what ranks tokens (and, for HiRED's phase 1, measures content): ``"cls"``, the CLS
         token's attention (the paper); ``"received"``, the mean attention each token receives
         over all queries and heads, the substitute for encoders with no CLS token (SigLIP in
@@ -92,8 +93,8 @@ class HiREDConfig:
             raise ConfigError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if not isinstance(self.method, str) or not self.method:
             raise ConfigError(f"method must be a policy name such as 'hired', got {self.method!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be an int >= 0, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an int in [0, 2**63 - 1], got {self.seed!r}")
 
     @property
     def is_ratio(self) -> bool:

@@ -53,7 +53,10 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
 
 def load_image(path: str | Path) -> Image.Image:
     """An RGB PIL image, fully decoded, upright and on white as transformers' loader gives it; a
-    missing, unreadable, truncated or decompression-bomb-sized file raises ImageLoadError."""
+    missing, unreadable, truncated or decompression-bomb-sized file raises ImageLoadError. URLs are
+    not downloaded: one is refused as such (Path would read "https://x" as the file "https:/x")."""
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://|^data:", str(path)):
+        raise ImageLoadError(f"{path} is a URL; hired reads local image files only (download it first)")
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")

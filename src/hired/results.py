@@ -37,12 +37,13 @@ def markdown_rows(columns: list[str], rows: list[list[str]]) -> list[str]:
 def rich_table(title: str, columns: list[str], rows: list[list[str]], left: tuple[str, ...] = ("method",)):
     """The same table for the terminal (text columns in ``left`` flush left, numbers right)."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, show_lines=False)
+    table = Table(title=Text(title), show_lines=False)  # Text: cells are shown as written, never as markup
     for column in columns:
-        table.add_column(column, justify="left" if column in left else "right")
+        table.add_column(Text(column), justify="left" if column in left else "right")
     for cells in rows:
-        table.add_row(*cells)
+        table.add_row(*(Text(str(cell)) for cell in cells))
     return table
 
 

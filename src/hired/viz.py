@@ -12,6 +12,7 @@ budget and kept count; each row with its method and total.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +124,8 @@ def _outline(draw: ImageDraw.ImageDraw, panel: Panel, keep: torch.Tensor) -> Non
             draw.line([(x1 - 1, y0), (x1 - 1, y1 - 1)], fill=OUTLINE)
 
 
-def partition_title(report: ImageReport, partition: int) -> str:
+def partition_title(report: ImageReport, partition: int, fits: Callable[[str], bool] = lambda text: True) -> str:
+    """The partition's name, budget and kept count, in the longest wording that ``fits`` its panel."""
     cols = report.grid[1]
     if partition == 0 or report.partitions == 1:
         name = "full view"
@@ -132,7 +134,8 @@ def partition_title(report: ImageReport, partition: int) -> str:
         name = f"({r},{c})"
     budget = report.partition_budgets[partition]
     kept = report.kept_per_partition[partition]
-    return f"{name} budget {budget}, kept {kept}"
+    wordings = [f"{name} budget {budget}, kept {kept}", f"{name} kept {kept}/{budget}", f"{kept}/{budget}"]
+    return next((text for text in wordings if fits(text)), wordings[-1])
 
 
 def draw(rows: list[Row], pictures: list[Image.Image], panel: int = 240, outline: bool = True) -> Image.Image:
@@ -158,7 +161,8 @@ def render(
         canvas.paste(tile, (panel_.x, panel_.y))
         if outline:
             _outline(pen, panel_, (report.keep_mask[p] & report.valid[p]).cpu())
-        pen.text((panel_.x, panel_.y - TITLE + 2), partition_title(report, p), fill="black", font=small)
+        title = partition_title(report, p, lambda text, size=panel_.size: pen.textlength(text, font=small) <= size)
+        pen.text((panel_.x, panel_.y - TITLE + 2), title, fill="black", font=small)
     for i, row in enumerate(rows):
         first = next(pn for pn in panels if pn.row == i)
         report = row.report

@@ -24,6 +24,7 @@ from hired.bench.inputs import image_geometry, make_inputs
 from hired.bench.overhead import measure_overhead
 from hired.bench.settings import BenchSettings
 from hired.bench.timing import release_free_memory, timed_generate
+from hired.checks import check_new_tokens
 from hired.errors import OptionError
 from hired.experiments import FULL, Arm
 from hired.loading import LoadedModel, set_torch_threads
@@ -152,6 +153,7 @@ def run_bench(settings: BenchSettings, progress: bool = True, log: Callable[[str
     arms = settings.validate()
     set_torch_threads()
     loaded = loaded or load_for_bench(settings)
+    check_new_tokens(loaded.model.config, settings.new_tokens, "--new-tokens")
     model = loaded.model
     device = model.device
     notes: list[str] = []

@@ -28,6 +28,7 @@ from typing import Any
 from hired.bench import flops
 from hired.bench.load import chat_body, run_load
 from hired.bench.serving_model import ServingLM, build_serving_model, flops_split, vllm_shapes
+from hired.bench.settings import MAX_COUNT
 from hired.config import HiREDConfig
 from hired.errors import HiREDError
 
@@ -35,6 +36,7 @@ SCHEMA = "hired-serve-bench/1"
 KV_LINE = re.compile(r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: "
                      r"([\d.]+)x")
 VANILLA = "vanilla"
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")  # vllm serve --dtype's choices
 
 
 @dataclass
@@ -51,12 +53,25 @@ class ServeBenchSettings:
     startup_timeout: float = 600
 
     def validate(self) -> None:
+        """Every setting checked before anything is built or served (a bad --dtype or --vllm
+        failed only when the first server started, minutes in)."""
+        if self.dtype not in VLLM_DTYPES:
+            raise HiREDError(f"--dtype must be one of {', '.join(VLLM_DTYPES)} (vllm serve --dtype); "
+                             f"got {self.dtype!r}")
+        if self.model is not None:
+            from hired.loading import check_checkpoint_folder
+
+            if not (Path(self.model) / "config.json").is_file():
+                raise HiREDError(f"--model {self.model!r} is not a checkpoint folder with a config.json")
+            check_checkpoint_folder(Path(self.model))
         if not (shutil.which(self.vllm) or Path(self.vllm).is_file()):
             raise HiREDError(f"--vllm {self.vllm!r} is not an executable; pass the vLLM venv's bin/vllm")
-        if not self.concurrency or min(self.concurrency) < 1:
-            raise HiREDError(f"--concurrency must be integers >= 1, got {self.concurrency}")
-        if self.requests is not None and (len(self.requests) != len(self.concurrency) or min(self.requests) < 1):
-            raise HiREDError("--requests needs one count >= 1 per --concurrency level")
+        vllm_version(self.vllm)
+        if not self.concurrency or not all(1 <= c <= MAX_COUNT for c in self.concurrency):
+            raise HiREDError(f"--concurrency must be integers from 1 to {MAX_COUNT}, got {self.concurrency}")
+        if self.requests is not None and (len(self.requests) != len(self.concurrency)
+                                          or not all(1 <= r <= 100_000 for r in self.requests)):
+            raise HiREDError("--requests needs one count from 1 to 100000 per --concurrency level")
         if self.max_tokens < 1:
             raise HiREDError("--max-tokens must be >= 1")
         for budget in self.budgets:
@@ -65,6 +80,22 @@ class ServeBenchSettings:
     def level_requests(self) -> list[int]:
         """Default: max(30, 8 x in flight)."""
         return self.requests or [max(30, 8 * c) for c in self.concurrency]
+
+
+def vllm_version(command: str, timeout: float = 300) -> str:
+    """``command --version``, checked to be vLLM's: HiREDError naming the command otherwise."""
+    import subprocess
+
+    hint = "pass the vLLM venv's bin/vllm (with hired[vllm] installed there)"
+    try:
+        done = subprocess.run([command, "--version"], capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise HiREDError(f"--vllm {command!r}: `{command} --version` did not run ({error}); {hint}") from None
+    version = (done.stdout.strip().splitlines() or [""])[-1].strip()
+    if done.returncode != 0 or not re.fullmatch(r"v?\d+\.\d+[\w.+-]*", version):
+        raise HiREDError(f"--vllm {command!r} is not vLLM's command: `{command} --version` exited {done.returncode} "
+                         f"printing {version[:60]!r}, not a version; {hint}")
+    return version
 
 
 def pictures(count: int, seed: int = 1) -> list[dict[str, Any]]:
@@ -178,24 +209,27 @@ def run_arm(settings: ServeBenchSettings, model: Path, budget: float | int | Non
     args = ["--served-model-name", "bench", "--dtype", settings.dtype, "--max-model-len", str(settings.max_model_len),
             "--enforce-eager", "--limit-mm-per-prompt", '{"image": 1}']
     log_path = Path(settings.work) / f"serve-{name.replace('@', '-')}.log"
-    with VLLMServer(settings.vllm, str(model), args, server_env(budget), log_path,
-                    timeout=settings.startup_timeout) as server:
-        log(f"{name}: server pid {server.proc.pid} ready after {server.startup_s:.1f} s")
-        version = json.loads(server.get("/version")).get("version")
-        warm = run_load(server.url, bodies[-2:], 1)  # warm-up on two extra pictures, not reported
-        if not all(r["ok"] for r in warm["results"]):
-            raise HiREDError(f"{name}: warm-up failed: {warm['results'][0].get('error')}")
-        levels, start = [], 0
-        for concurrency, requests in zip(settings.concurrency, settings.level_requests()):
-            load = run_load(server.url, bodies[start:start + requests], concurrency)
-            for r in load["results"]:
-                r["item"] += start
-            start += requests
-            level = summarize_level(load, concurrency)
-            log(f"{name}: {concurrency} in flight, {level['ok']}/{level['requests']} ok, "
-                f"{level['requests_per_s']:.2f} req/s, TTFT p50 {level['ttft_p50']:.3f} s, engine prefill "
-                f"{level['engine'].get('request_prefill_time_mean_s') or 0:.3f} s/request")
-            levels.append(level)
+    try:
+        with VLLMServer(settings.vllm, str(model), args, server_env(budget), log_path,
+                        timeout=settings.startup_timeout) as server:
+            log(f"{name}: server pid {server.proc.pid} ready after {server.startup_s:.1f} s")
+            version = json.loads(server.get("/version")).get("version")
+            warm = run_load(server.url, bodies[-2:], 1)  # warm-up on two extra pictures, not reported
+            if not all(r["ok"] for r in warm["results"]):
+                raise HiREDError(f"{name}: warm-up failed: {warm['results'][0].get('error')}")
+            levels, start = [], 0
+            for concurrency, requests in zip(settings.concurrency, settings.level_requests()):
+                load = run_load(server.url, bodies[start:start + requests], concurrency)
+                for r in load["results"]:
+                    r["item"] += start
+                start += requests
+                level = summarize_level(load, concurrency)
+                log(f"{name}: {concurrency} in flight, {level['ok']}/{level['requests']} ok, "
+                    f"{level['requests_per_s']:.2f} req/s, TTFT p50 {level['ttft_p50']:.3f} s, engine prefill "
+                    f"{level['engine'].get('request_prefill_time_mean_s') or 0:.3f} s/request")
+                levels.append(level)
+    except (RuntimeError, TimeoutError) as error:  # the server died or never became ready: one line
+        raise HiREDError(f"{name}: {str(error).splitlines()[0].rstrip(':')}; see its log {log_path}") from None
     return {"arm": name, "budget": budget, "startup_s": server.startup_s, "levels": levels,
             "vllm_version": version, **kv_capacity(log_path.read_text())}
 

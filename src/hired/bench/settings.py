@@ -37,8 +37,8 @@ class BenchSettings:
             at_least(getattr(self, name), 1, f"--{name.replace('_', '-')}")
         at_least(self.warmup, 0, "--warmup")
         at_least(self.seed, 0, "--seed")
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
-            raise OptionError(f"--batch-size values must be >= 1; got {self.batch_sizes}")
+        if not self.batch_sizes or any(not 1 <= b <= MAX_COUNT for b in self.batch_sizes):
+            raise OptionError(f"--batch-size values must be from 1 to {MAX_COUNT}; got {self.batch_sizes}")
         if not self.image_sizes or any(w < 1 or h < 1 for w, h in self.image_sizes):
             raise OptionError(f"--image sizes must be positive WxH; got {self.image_sizes}")
         if self.memory_cap_gb is not None and not (math.isfinite(self.memory_cap_gb) and self.memory_cap_gb > 0):
@@ -59,13 +59,16 @@ def split_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def parse_ints(text: str, option: str) -> list[int]:
+MAX_COUNT = 4096  # batch sizes and requests in flight: beyond it a run builds inputs for hours before failing
+
+
+def parse_ints(text: str, option: str, maximum: int = MAX_COUNT) -> list[int]:
     try:
         values = [int(part) for part in split_list(text)]
     except ValueError:
         raise OptionError(f"{option} takes comma-separated integers like 1,4; got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise OptionError(f"{option} values must be integers >= 1; got {text!r}")
+    if not values or any(not 1 <= v <= maximum for v in values):
+        raise OptionError(f"{option} values must be integers from 1 to {maximum}; got {text[:60]!r}")
     return values
 
 

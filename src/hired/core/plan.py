@@ -16,6 +16,7 @@ from hired.config import HiREDConfig
 from hired.core.layout import ImageLayout
 from hired.core.merging import apply_merge_weights
 from hired.core.report import ImageReport
+from hired.core.selection import check_scores
 from hired.core.view import ImageView, Selection
 from hired.errors import HiREDError, UnsupportedModelError
 
@@ -45,7 +46,9 @@ def select(
     keys: Tensor | None = None,
     key_heads: int = 1,
 ) -> Selection:
-    """Run ``policy`` on one image's scores ([P, N] each, HiRED's partition order)."""
+    """Run ``policy`` on one image's scores ([P, N] each, HiRED's partition order); InputError
+    where they are not finite (see :func:`hired.core.selection.check_scores`)."""
+    check_scores(final_scores, init_scores, layout.valid)
     view = ImageView(final_scores, init_scores, layout.grid, layout.valid, config.budget_tokens(layout.denominator),
                      keys, key_heads, layout.full_view, layout.shape)
     return policy(view, config)

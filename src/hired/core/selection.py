@@ -9,7 +9,17 @@ from torch import Tensor
 
 from hired.config import HiREDConfig
 from hired.core.allocation import partition_budgets
-from hired.errors import ConfigError
+from hired.errors import ConfigError, InputError
+
+
+def check_scores(final_scores: Tensor, init_scores: Tensor, valid: Tensor | None = None) -> None:
+    """InputError where a score of a token that can be kept is NaN or infinite: ranked, NaN went
+    first and phase 1 gave the sub-images nothing (half the budget kept, silently). Attention
+    scores are finite; non-finite ones come from a numerically broken forward (fp16 overflow)."""
+    final = final_scores if valid is None else final_scores[valid.to(final_scores.device)]
+    if not (bool(torch.isfinite(final).all()) and bool(torch.isfinite(init_scores).all())):
+        raise InputError("token scores hold NaN or infinite values (a numerically broken vision forward, e.g. "
+                         "float16 overflow); no token can be ranked by them: try float32 or bfloat16")
 
 
 def topk_masks(scores: Tensor, budgets: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -46,7 +56,8 @@ def select_tokens(
         keep, a float in (0, 1] a share of all P x N tokens (rounded in exact mode, floored in
         official mode); anything else raises ConfigError. alpha: full view's share.
     mode "exact" keeps exactly ``min(budget, valid tokens)`` tokens and never a token outside
-    ``valid`` (tokens that unpadding removes). mode "official" reproduces the published code:
+    ``valid`` (tokens that unpadding removes). Scores that are NaN or infinite (where they could
+    be kept) raise InputError. mode "official" reproduces the published code:
     it selects on the padded grid and ignores ``valid``; the caller unpads afterwards.
     """
     if final_scores.dim() != 2:
@@ -56,6 +67,7 @@ def select_tokens(
         raise ConfigError(f"init_scores has {init_scores.numel()} tokens, final_scores rows have {N}")
     if valid is not None and valid.shape != final_scores.shape:
         raise ConfigError(f"valid has shape {tuple(valid.shape)}, expected {(P, N)}")
+    check_scores(final_scores, init_scores, valid)
     if isinstance(budget, Tensor) and budget.numel() == 1:
         budget = budget.item()
     if isinstance(budget, numbers.Integral) and not isinstance(budget, bool):

@@ -33,7 +33,9 @@ def check_item(item: object, where: str) -> str | None:
         key = "answers" if "answers" in item else "answer"
         return f"{where}: {key} must be {'a non-empty list of ' if key == 'answers' else 'a '}non-empty string" \
                f"{'s' if key == 'answers' else ''}, got {item[key]!r}"
-    if "id" in item and not isinstance(item["id"], (str, int)):
+    if "kind" in item and (not isinstance(item["kind"], str) or not item["kind"].strip()):
+        return f"{where}: kind must be a non-empty string (the question's kind, e.g. 'color'), got {item['kind']!r}"
+    if "id" in item and (isinstance(item["id"], bool) or not isinstance(item["id"], (str, int))):
         return f"{where}: id must be a string or an integer, got {item['id']!r}"
     return None
 

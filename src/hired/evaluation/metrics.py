@@ -12,11 +12,30 @@ NUMBER_WORDS = {
 }
 ARTICLES = {"a", "an", "the"}
 PUNCTUATION = re.compile(f"[{re.escape(string.punctuation)}]")
+# A number as written: sign, digits with optional thousands commas, decimals, exponent ("2.0", "-1,000", "1e3").
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w]|\.\d)")
+
+
+def canonical_number(match: re.Match) -> str:
+    """A number's one spelling: "2.0", "2" and "+2" are "2"; "1,000" is "1000"; "0.50" is "0.5"
+    (a decimal point is kept inside the word, not turned into a space by the punctuation rule)."""
+    text = match.group(0).replace(",", "")
+    try:
+        value = float(text)
+    except (ValueError, OverflowError):
+        return text
+    if value != value or value in (float("inf"), float("-inf")):
+        return text
+    if value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return repr(value).replace(".", "\x00")  # protected from the punctuation rule, restored below
 
 
 def normalize_answer(text: str) -> str:
-    """Lowercase, strip punctuation and articles, spell numbers as digits, squeeze spaces."""
-    words = PUNCTUATION.sub(" ", text.lower()).split()
+    """Lowercase, read numbers as numbers ("2.0" is "2"), strip punctuation and articles, spell
+    number words as digits, squeeze spaces."""
+    text = NUMBER.sub(canonical_number, str(text).lower())
+    words = PUNCTUATION.sub(" ", text).replace("\x00", ".").split()
     return " ".join(NUMBER_WORDS.get(w, w) for w in words if w not in ARTICLES)
 
 

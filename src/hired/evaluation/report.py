@@ -54,7 +54,7 @@ def plot_accuracy(results: dict[str, Any], path: Path) -> None:
     for row in results["results"]:
         if row["budget"] is None:
             ax.axhline(100 * row["accuracy"], color="black", linestyle="--", label=f"{row['method']} (all tokens)")
-        elif isinstance(row["budget"], float) or row.get("adaptive"):
+        elif isinstance(row["budget"], float) or row.get("mean_kept") is not None:  # counts too: x is the share kept
             by_method.setdefault(row["method"], []).append(row)
     for method, rows in by_method.items():
         rows = sorted(rows, key=kept_share)

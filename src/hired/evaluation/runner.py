@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from rich.markup import escape
 
 import hired
 from hired.checks import at_least, output_folder
@@ -19,7 +21,7 @@ from hired.images import load_image
 from hired.loading import LoadedModel
 from hired.results import progress_bar
 
-CACHE_VERSION = 2  # cached rows carry the fingerprint of the item they answer
+CACHE_VERSION = 3  # cached rows carry the fingerprint of the item they answer; settings.json the dtype
 
 
 def item_key(item: dict) -> str:
@@ -32,21 +34,43 @@ def item_key(item: dict) -> str:
     return digest.hexdigest()
 
 
-def read_cache(path: Path, keys: dict[str, str]) -> dict[str, dict]:
+def is_cached_row(row: Any) -> bool:
+    """A line hired eval wrote: an object with a string id, key and prediction (kept counts, where
+    given, integers)."""
+    return (isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("id", "key", "prediction"))
+            and all(isinstance(row.get(k, 0), int) for k in ("kept", "total")))
+
+
+def read_cache(path: Path, keys: dict[str, str], log: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Cached answers of ``path`` by item id; DataError where one answers another item of the same
-    id (``keys``: fingerprint per item id) than the data given now."""
+    id (``keys``: fingerprint per item id) than the data given now. Lines that are not answers
+    hired wrote (cut short by an interrupted run, edited, of another shape or encoding) are not
+    trusted: they are answered again, with a note through ``log``, and dropped from the file."""
     if not path.is_file():
         return {}
     rows = {}
-    for line in path.read_text().splitlines():
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (UnicodeDecodeError, OSError):
+        lines = ["\x00"]  # unreadable as a whole: nothing of it is trusted
+    skipped = 0
+    for line in lines:
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by an interrupted run
+        except json.JSONDecodeError:
+            row = None
+        if not is_cached_row(row):
+            skipped += bool(line.strip())
             continue
         if row["id"] in keys and row.get("key") != keys[row["id"]]:
             raise DataError(f"{path.parent.parent} holds a cached answer for id {row['id']!r} of another question or "
                             f"image (other --data?); pass another --out or delete it")
         rows[row["id"]] = row
+    if skipped:  # keep what is trusted, so that new answers are not appended to lines no one can read
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()), encoding="utf-8")
+    if skipped and log is not None:
+        log(f"{path}: {skipped} line{'s' if skipped > 1 else ''} that {'are' if skipped > 1 else 'is'} not a cached "
+            f"answer (cut short or edited) ignored; {'those' if skipped > 1 else 'that'} will be answered again")
     return rows
 
 
@@ -58,6 +82,8 @@ def check_run_settings(out: Path, settings: dict[str, Any]) -> None:
         try:
             cached = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
+            cached = None
+        if not isinstance(cached, dict):
             raise DataError(f"{path} is not the settings file of a hired eval run; pass another --out") from None
         changed = {k: (cached.get(k), v) for k, v in settings.items() if cached.get(k) != v}
         if changed:
@@ -128,21 +154,24 @@ def evaluate(
     alpha: float = 0.5,
     seed: int = 0,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Answer every item under every arm (skipping answers already cached in ``out_dir``)."""
+    """Answer every item under every arm (skipping answers already cached in ``out_dir``, when
+    they were generated with the same model, dtype, device type and generation settings)."""
 
     at_least(batch_size, 1, "batch_size")
     at_least(max_new_tokens, 1, "max_new_tokens")
     out = Path(out_dir)
-    check_run_settings(out, {"model": loaded.name, "max_new_tokens": max_new_tokens, "alpha": alpha, "seed": seed,
-                             "cache_version": CACHE_VERSION})
+    check_run_settings(out, {"model": loaded.name, "dtype": str(loaded.model.dtype).removeprefix("torch."),
+                             "device": loaded.model.device.type, "max_new_tokens": max_new_tokens, "alpha": alpha,
+                             "seed": seed, "cache_version": CACHE_VERSION})
     output_folder(out / "answers")
     keys = {item["id"]: item_key(item) for item in items}
     summaries = []
     todo_total = 0
     caches = {}
     for arm in arms:
-        caches[arm.key] = read_cache(out / "answers" / f"{arm.key}.jsonl", keys)
+        caches[arm.key] = read_cache(out / "answers" / f"{arm.key}.jsonl", keys, log)
         todo_total += sum(item["id"] not in caches[arm.key] for item in items)
     with progress_bar(progress) as bar:
         task = bar.add_task("answering", total=todo_total)
@@ -154,7 +183,7 @@ def evaluate(
                 hired.apply(loaded.model, config)
             rows = caches[arm.key]
             todo = [item for item in items if item["id"] not in rows]
-            bar.update(task, description=f"answering [{arm.key}]")
+            bar.update(task, description=escape(f"answering [{arm.key}]"))  # shown as written, not as markup
             with (out / "answers" / f"{arm.key}.jsonl").open("a") as cache:
                 for start in range(0, len(todo), batch_size):
                     for row in answer_batch(loaded, todo[start : start + batch_size], max_new_tokens, keys):

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from hired.backends.hf.hooks import recording
 from hired.backends.hf.prompt import shrink_prompt
 from hired.backends.hf.table import ImageCall, family_for_model
+from hired.checks import check_context
 from hired.config import HiREDConfig
 from hired.core.batch import BatchStep
 from hired.core.recorder import ScoreRecorder
@@ -206,6 +207,7 @@ class HFPatch:
             self.pad_token_id(),
             extra,
         )
+        check_context(self.model.config, shrunk["input_ids"].shape[1], "the prompt after token dropping")
         image_tokens = int((shrunk["input_ids"] == image_token_id).sum())
         self.model.hired_report = HiREDReport(self.config.method, self.config.to_dict(), reports, image_tokens)
         kwargs.update({k: v for k, v in shrunk.items() if v is not None})
@@ -215,6 +217,8 @@ class HFPatch:
     def pass_through(self, original: Callable, kwargs: dict[str, Any]) -> Any:
         """The call as given (nothing to drop), with the score hooks on for the report."""
         check_pixels(kwargs.get("pixel_values"))
+        if isinstance(kwargs.get("input_ids"), Tensor):
+            check_context(self.model.config, kwargs["input_ids"].shape[-1])
         call = self.encoder.image_call(dict(kwargs))
         try:
             step = self.encoder.step(call)

@@ -22,7 +22,10 @@ HIRED_SCORE        hired_score              ``cls`` or ``received`` (default: by
 Every value is parsed by :meth:`hired.HiREDConfig.from_strings`, the parser of the CLI and of
 lmms-eval too (method names such as ``hired-received`` included).
 
-An ``hf_overrides`` key wins over the environment variable. HiRED is on when a budget is given;
+An ``hf_overrides`` key wins over the environment variable; an ``hf_overrides`` key starting
+with ``hired`` or a ``HIRED_*`` variable that is none of the above (nor ``HIRED_VLLM``, the
+serve-bench's) is refused (vLLM would keep it quietly and serve the
+model unmodified). HiRED is on when a budget is given;
 other keys without a budget are an error, as is any bad value: :class:`VLLMSettingError`, one
 line naming the setting and where it came from. vLLM writes each image's placeholders into the
 prompt before the forward, so only settings whose count is known from the image size
@@ -62,10 +65,36 @@ def fail(error: Exception):
     raise error
 
 
+# HIRED_* variables that are not settings: `hired serve-bench --vllm` and the CI's vLLM venv.
+OTHER_ENV = ("HIRED_VLLM", "HIRED_VLLM_VENV")
+
+
+def check_names(given: Any, known: Any, what: str) -> None:
+    """VLLMSettingError naming each of ``given`` that looks like one of hired's ``known`` names but
+    is none of them (``hired_budgt``, ``HIRED_BUGDET``): unread, the model was served unmodified."""
+    import difflib
+
+    unknown = sorted(key for key in given if key.lower().startswith("hired") and key not in known)
+    if unknown:
+        close = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+        named = ", ".join(f"{key!r}" + (f" (did you mean {close[key][0]!r}?)" if close[key] else "")
+                          for key in unknown)
+        raise VLLMSettingError(f"hired: unknown {what}{'s' if len(unknown) > 1 else ''} {named}; "
+                               f"hired's: {', '.join(k for k in known if k not in OTHER_ENV)}")
+
+
+def check_override_keys(hf_config: Any, environ: Mapping[str, str]) -> None:
+    """Unknown ``hf_overrides`` keys and ``HIRED_*`` variables refused (see :func:`check_names`)."""
+    check_names(getattr(hf_config, "__dict__", {}) if hf_config is not None else {}, list(HF_KEYS.values()),
+                "hf_overrides key")
+    check_names([k for k in environ if k.startswith("HIRED_")], [*ENV.values(), *OTHER_ENV], "environment variable")
+
+
 def raw_settings(hf_config: Any = None, environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, str]]:
     """Each given setting as (value, source name): the ``hf_overrides`` key on ``hf_config``
     first, else the environment variable (empty strings count as unset)."""
     environ = os.environ if environ is None else environ
+    check_override_keys(hf_config, environ)
     found: dict[str, tuple[Any, str]] = {}
     for field in FIELDS:
         value = getattr(hf_config, HF_KEYS[field], None) if hf_config is not None else None
