@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import GenerationMixin
 
 from hired.backends.hf.hooks import recording
 from hired.backends.hf.prompt import shrink_prompt
@@ -52,6 +53,8 @@ from hired.recipe import Recipe
 
 # [B, L] (or [B, L, ...]) inputs that must shrink together with input_ids.
 PER_TOKEN_INPUTS = ("labels", "token_type_ids", "mm_token_type_ids", "inputs_embeds")
+# mRoPE families (the table row's ``rope``): the full prompt's [3, B, L] positions shrink with the
+# prompt, so kept image tokens and the text keep the unmodified model's positions
 CACHE_ARGS = ("past_key_values", "cache")
 
 
@@ -123,6 +126,10 @@ class ImageEncoder:
 
             def merge_before_projector(_module: nn.Module, args: tuple) -> tuple:
                 select()
+                if self.row.packed_projector:  # [sum L_i, D]: each image's rows as one crop
+                    rows = args[0].split([layout.length - layout.newlines for layout in step.layouts])
+                    merged = step.merge([r[None] for r in rows])
+                    return (torch.cat([m[0] for m in merged]), *args[1:])
                 return (torch.cat(step.merge(args[0])), *args[1:])
 
             handle = (self.row.projector(self.model).register_forward_pre_hook(merge_before_projector)
@@ -194,8 +201,12 @@ class HFPatch:
         check_pixels(kwargs.get("pixel_values"))
         call = self.encoder.image_call(kwargs)
         features, reports = self.encoder.encode(call)
+        rope = self.encoder.row.rope
+        positions = rope.index(self.model, kwargs, call) if rope is not None else None
         input_ids = kwargs.pop("input_ids")
         extra = {key: kwargs.pop(key) for key in PER_TOKEN_INPUTS if kwargs.get(key) is not None}
+        if positions is not None:  # each kept token keeps the unmodified prompt's position
+            extra["position_ids"] = positions[0].permute(1, 2, 0)
         image_token_id = self.model.config.image_token_id
         shrunk = shrink_prompt(
             input_ids,
@@ -207,6 +218,10 @@ class HFPatch:
             extra,
         )
         image_tokens = int((shrunk["input_ids"] == image_token_id).sum())
+        if positions is not None:  # decoding continues after the full prompt's last position
+            kwargs["position_ids"] = shrunk.pop("position_ids").permute(2, 0, 1)
+            dropped = (input_ids == image_token_id).sum(1) - (shrunk["input_ids"] == image_token_id).sum(1)
+            rope.set_deltas(self.model, positions[1] + dropped.to(positions[1])[:, None])
         self.model.hired_report = HiREDReport(self.config.method, self.config.to_dict(), reports, image_tokens)
         kwargs.update({k: v for k, v in shrunk.items() if v is not None})
         kwargs["mm_encoder_outputs"] = {"image": self.encoder.row.encoder_outputs(features)}
@@ -277,6 +292,11 @@ class HFPatch:
         with torch.no_grad():
             prepared = self.prepare(kwargs)
         prompt, short = kwargs["input_ids"], prepared["input_ids"]
+        if self.encoder.row.rope is not None:  # generate takes mRoPE positions with the text positions first
+            text = GenerationMixin._prepare_position_ids_for_generation(
+                self.model, short, {"attention_mask": prepared.get("attention_mask")})
+            prepared["position_ids"] = torch.cat([text[None].expand(1, *short.shape).to(short),
+                                                  prepared["position_ids"]])
         prepared.update(generation_lengths(self.model, kwargs, prompt.shape[1], short.shape[1]))
         out = original(**prepared)
         self.remember(out, prompt, short, prepared.get("attention_mask"))
