@@ -60,9 +60,9 @@ def token_ids(tokenizer: Any) -> dict:
 
 
 def local_text(preset: Preset, tokenizer: Any) -> dict:
-    """The text config with the local tokenizer's special ids (as the image tokens)."""
-    return dict(preset.text, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id)
+    """The text config with the local tokenizer's padding and no end token (random weights: a
+    generation runs its max_new_tokens, as the other presets')."""
+    return dict(preset.text, bos_token_id=None, eos_token_id=None, pad_token_id=tokenizer.pad_token_id)
 
 
 def config_25(preset: Preset, tokenizer: Any) -> Any:
