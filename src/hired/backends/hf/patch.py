@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from transformers import GenerationMixin
 
 from hired.backends.hf.hooks import recording
-from hired.backends.hf.prompt import shrink_prompt
+from hired.backends.hf.prompt import kept_first, shrink_prompt
 from hired.backends.hf.table import ImageCall, family_for_model
 from hired.config import HiREDConfig
 from hired.core.batch import BatchStep
@@ -200,14 +200,17 @@ class HFPatch:
         kwargs = dict(kwargs)
         check_pixels(kwargs.get("pixel_values"))
         call = self.encoder.image_call(kwargs)
-        features, reports = self.encoder.encode(call)
+        encoded = self.encoder.run(call)
+        features, reports = self.encoder.cut(encoded)
         rope = self.encoder.row.rope
         positions = rope.index(self.model, kwargs, call) if rope is not None else None
         input_ids = kwargs.pop("input_ids")
         extra = {key: kwargs.pop(key) for key in PER_TOKEN_INPUTS if kwargs.get(key) is not None}
-        if positions is not None:  # each kept token keeps the unmodified prompt's position
-            extra["position_ids"] = positions[0].permute(1, 2, 0)
         image_token_id = self.model.config.image_token_id
+        if positions is not None:  # each kept token keeps the unmodified prompt's position
+            kept = [layout.sequence_mask(report.keep_mask & layout.valid, self.config.newline_policy)
+                    for layout, report in zip(encoded.step.layouts, reports)]
+            extra["position_ids"] = kept_first(positions[0].permute(1, 2, 0), input_ids, image_token_id, kept)
         shrunk = shrink_prompt(
             input_ids,
             kwargs.pop("attention_mask", None),
