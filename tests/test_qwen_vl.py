@@ -234,3 +234,49 @@ def test_a_saved_preset_loads_through_from_pretrained(tmp_path, qwen):
         loaded.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert loaded.hired_report.images[0].kept == round(0.2 * loaded.hired_report.images[0].total)
     hired.remove(loaded)
+
+
+def test_a_folder_with_the_checkpoints_processor_keys_reads_its_pixels(tmp_path, qwen):
+    """A preprocessor_config.json as the Qwen checkpoints write it (min_pixels / max_pixels keys),
+    with a smaller max: planned_tokens(processor=) reads the loaded processor's pixels."""
+    import json
+
+    family_name, model, processor = qwen
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    size = saved.pop("size")
+    saved.update(min_pixels=size["shortest_edge"], max_pixels=150_000,
+                 processor_class=type(processor).__name__)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(saved))
+    loaded, loaded_processor = hired.from_pretrained(str(tmp_path), HiREDConfig(budget=1.0))
+    hired.remove(loaded)
+    picture = (900, 1200)
+    ids = inputs_for(loaded_processor, family_name, [picture])["input_ids"]
+    placeholders = int((ids == loaded.config.image_token_id).sum())
+    config = HiREDConfig(budget=1.0)
+    assert hired.planned_tokens(loaded.config, picture, config, processor=loaded_processor) == placeholders
+    assert hired.planned_tokens(loaded.config, picture, config) > placeholders
+
+
+@pytest.mark.parametrize("name, family, layers, global_layers, cell, window", [
+    ("qwen2.5-vl-3b", "qwen2_5_vl", 32, (7, 15, 23, 31), 16, 4),
+    ("qwen2.5-vl-7b", "qwen2_5_vl", 32, (7, 15, 23, 31), 16, 4),
+    ("qwen3-vl-2b", "qwen3_vl", 24, None, 14, 0),
+    ("qwen3-vl-8b", "qwen3_vl", 27, None, 14, 0),
+])
+def test_presets_have_the_checkpoints_geometry(name, family, layers, global_layers, cell, window):
+    from hired.presets import build_config
+    from hired.recipe import Recipe
+
+    config = build_config(name)
+    qwen_family = FAMILIES[family]
+    assert config.model_type == family
+    assert qwen_family.vision_layer_count(config) == layers
+    assert qwen_family.global_layers(config) == global_layers
+    assert (qwen_family.cell(config), qwen_family.window(config)) == (cell, window)
+    recipe = Recipe.build(config, HiREDConfig())
+    assert recipe.requests["final"].layer == layers - 1 and recipe.requests["init"].kind == "received"
+    # 1000 x 1000 px: smart_resize to 1008 x 1008 (patch 14) or 992 x 992 (patch 16); 2 x 2 merged
+    expected = (1008 // 28) ** 2 if family == "qwen2_5_vl" else (992 // 32) ** 2
+    assert hired.planned_tokens(config, (1000, 1000), HiREDConfig(budget=1.0)) == expected
