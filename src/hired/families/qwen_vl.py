@@ -115,8 +115,9 @@ def qwen_layout(grid: tuple[int, int, int], merge: int, cell: int, window: int) 
     token_index[positions] = slot
     sources = torch.arange(unit).repeat(P * N, 1)  # absent slots: any patch (they are never valid)
     sources[positions] = slot[:, None] * unit + torch.arange(unit)
-    return ImageLayout(positions, P, N, (rows, cols), None, sources.view(P, N, unit), None, full_view=False,
-                       shape=(ch, cw), crops=1, token_index=token_index.view(P, N))
+    # a ratio budget is a share of the picture's H x W tokens, not of its cells' padded slots
+    return ImageLayout(positions, P, N, (rows, cols), None, sources.view(P, N, unit), None, budget_total=H * W,
+                       full_view=False, shape=(ch, cw), crops=1, token_index=token_index.view(P, N))
 
 
 class QwenVLFamily(Family):
