@@ -280,3 +280,37 @@ def test_presets_have_the_checkpoints_geometry(name, family, layers, global_laye
     # 1000 x 1000 px: smart_resize to 1008 x 1008 (patch 14) or 992 x 992 (patch 16); 2 x 2 merged
     expected = (1008 // 28) ** 2 if family == "qwen2_5_vl" else (992 // 32) ** 2
     assert hired.planned_tokens(config, (1000, 1000), HiREDConfig(budget=1.0)) == expected
+
+
+def test_merging_combines_the_right_tokens_in_the_blocks_window_order(qwen):
+    """A merging policy whose weights give each token the merger input of the token before it
+    (in its cell): as the merger MLP works row by row, each kept feature must be the unmerged
+    feature of that other token, in raster order, whatever order the blocks hold the tokens in."""
+    from hired.backends.hf.patch import ImageEncoder
+    from hired.core.view import Selection
+    from hired.policies import register
+
+    @register("test-roll-merge", merges=True)
+    def roll(view, config):
+        P, N = view.valid.shape
+        weights = torch.zeros(P, N, N)
+        weights[:, torch.arange(N), torch.roll(torch.arange(N), 1)] = 1.0
+        return Selection(view.valid.clone(), view.valid.sum(1), weights)
+
+    family_name, model, processor = qwen
+    hired.remove(model)
+    inputs = inputs_for(processor, family_name, [(448, 896)])  # two full cells either way
+    encoder = ImageEncoder(model, HiREDConfig(budget=1.0, method="test-roll-merge"))
+    call = encoder.image_call(dict(inputs))
+    with torch.no_grad():
+        plain = encoder.plain(call)[0]
+        merged, _ = encoder.encode(call)
+    plain, merged = (plain[0], merged[0][0]) if isinstance(plain, tuple) else (plain, merged[0])
+    layout = FAMILIES[family_name].layout(model.config, hired.families.ImageInput(grid=tuple(
+        inputs["image_grid_thw"][0].tolist())))
+    assert layout.partitions == 2 and bool(layout.valid.all())
+    raster_of = torch.empty(layout.total, dtype=torch.long)
+    raster_of[layout.positions] = torch.arange(layout.length)
+    p, n = layout.positions // layout.tokens, layout.positions % layout.tokens
+    source = raster_of[p * layout.tokens + (n - 1) % layout.tokens]
+    torch.testing.assert_close(merged, plain[source])
