@@ -314,3 +314,29 @@ def test_merging_combines_the_right_tokens_in_the_blocks_window_order(qwen):
     p, n = layout.positions // layout.tokens, layout.positions % layout.tokens
     source = raster_of[p * layout.tokens + (n - 1) % layout.tokens]
     torch.testing.assert_close(merged, plain[source])
+
+
+def test_continuing_a_cache_uses_the_unmodified_positions(qwen):
+    """generate on the cache a patched generate returned (the caller's sequences + new tokens):
+    the new tokens' positions come from the rope deltas, which count the dropped tokens."""
+    family_name, model, processor = qwen
+    inputs = inputs_for(processor, family_name, [(300, 900)])
+    positions = []
+    for config in (None, HiREDConfig(budget=0.3)):
+        hired.remove(model)
+        if config is not None:
+            hired.apply(model, config)
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=3, do_sample=False, return_dict_in_generate=True)
+            ids = torch.cat([out.sequences, torch.tensor([[7, 8]])], 1)
+            calls, handle = llm_positions(model)
+            try:
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), cache=out.cache,
+                               max_new_tokens=3, do_sample=False)
+            finally:
+                handle.remove()
+        positions.append([call["position_ids"] for call in calls])
+    hired.remove(model)
+    assert len(positions[0]) == len(positions[1]) == 3
+    for full, short in zip(*positions):
+        torch.testing.assert_close(short, full)

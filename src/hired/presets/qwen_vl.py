@@ -37,6 +37,13 @@ def text(hidden: int, inter: int, layers: int, heads: int, kv: int, vocab: int, 
                 rope_parameters={"rope_type": "default", "rope_theta": theta, "mrope_section": section}, **kw)
 
 
+def text3(*args: Any, **kw: Any) -> dict:
+    """Qwen3-VL's text config: as :func:`text`, mRoPE interleaved (the checkpoints' key)."""
+    out = text(*args, **kw)
+    out["rope_parameters"]["mrope_interleaved"] = True
+    return out
+
+
 def processor_25(tokenizer: Any, min_pixels: int = 3136, max_pixels: int = 12845056, patch: int = 14) -> Any:
     image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch,
                                                merge_size=2, temporal_patch_size=2, image_mean=CLIP_MEAN,
@@ -90,13 +97,13 @@ RECORD_25 = FamilyPresets("qwen2_5_vl", TOKENS, processor_25, config_25, {
 
 RECORD_3 = FamilyPresets("qwen3_vl", TOKENS, processor_3, config_3, {
     "qwen3-vl-2b": Preset("qwen3_vl", QWEN3_VIT_2B,
-                          text(2048, 6144, 28, 16, 8, 151936, 5e6, [24, 20, 20], head_dim=128),
+                          text3(2048, 6144, 28, 16, 8, 151936, 5e6, [24, 20, 20], head_dim=128),
                           "Qwen/Qwen3-VL-2B-Instruct", {"tie_word_embeddings": True}),
     "qwen3-vl-8b": Preset("qwen3_vl", QWEN3_VIT_8B,
-                          text(4096, 12288, 36, 32, 8, 151936, 5e6, [24, 20, 20], head_dim=128),
+                          text3(4096, 12288, 36, 32, 8, 151936, 5e6, [24, 20, 20], head_dim=128),
                           "Qwen/Qwen3-VL-8B-Instruct"),
     # Real geometry (patch 16, merge 2, the checkpoints' pixels), tiny widths and depths: deepstack
     # features from blocks 1 and 2 of 4.
     "tiny-qwen3-vl": Preset("qwen3_vl", dict(QWEN3_VIT_2B, **TINY, deepstack_visual_indexes=[1, 2]),
-                            text(64, 128, 2, 4, 2, 0, 5e6, [4, 2, 2], head_dim=16)),
+                            text3(64, 128, 2, 4, 2, 0, 5e6, [4, 2, 2], head_dim=16)),
 }, "tiny-qwen3-vl", placeholder=PLACEHOLDER)
