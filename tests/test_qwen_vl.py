@@ -340,3 +340,25 @@ def test_continuing_a_cache_uses_the_unmodified_positions(qwen):
     assert len(positions[0]) == len(positions[1]) == 3
     for full, short in zip(*positions):
         torch.testing.assert_close(short, full)
+
+
+def test_cli_runs_the_tiny_presets_and_viz_refuses_in_one_line(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hired.cli import app
+
+    runner = CliRunner()
+    picture = tmp_path / "wide.png"
+    noise_image(300, 900).save(picture)
+    for preset in NAMES.values():
+        result = runner.invoke(app, ["run", "--model", preset, "-i", str(picture), "-p", "what color",
+                                     "--budget", "0.2", "--max-new-tokens", "2", "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout.strip().splitlines()[-1])
+        assert data["kept"] == round(0.2 * data["total"]) == data["llm_image_tokens"]
+    viz = runner.invoke(app, ["viz", "--model", NAMES["qwen2_5_vl"], "-i", str(picture), "--out",
+                              str(tmp_path / "k.png")])
+    assert viz.exit_code == 2 and "native-resolution" in viz.stderr
+    assert len(viz.stderr.strip().splitlines()) == 1
