@@ -18,7 +18,10 @@ unmodified one or refuses with an :class:`~hired.errors.InputError` naming why):
   unmodified model (they are moved by the tokens dropped);
 - ``inputs_embeds`` beside ``input_ids`` are shortened with them; without ``input_ids`` the image
   placeholders cannot be found (refused below 1.0); ``position_ids`` number the whole prompt
-  (refused below 1.0);
+  (refused below 1.0); where the row's ``rope`` says positions come from the image grid (mRoPE,
+  Qwen-VL), the patch computes the unmodified prompt's positions with the model's own code, keeps
+  those of the kept tokens and the text, and sets the rope deltas so decoding continues after
+  the full prompt's positions;
 - a cache (``past_key_values`` / ``cache``) a patched ``generate`` returned continues as with the
   unmodified model: the caller's prompt in ``input_ids`` is mapped back to the shortened one the
   cache holds (a prompt that does not start with it is refused);
@@ -53,8 +56,6 @@ from hired.recipe import Recipe
 
 # [B, L] (or [B, L, ...]) inputs that must shrink together with input_ids.
 PER_TOKEN_INPUTS = ("labels", "token_type_ids", "mm_token_type_ids", "inputs_embeds")
-# mRoPE families (the table row's ``rope``): the full prompt's [3, B, L] positions shrink with the
-# prompt, so kept image tokens and the text keep the unmodified model's positions
 CACHE_ARGS = ("past_key_values", "cache")
 
 
