@@ -17,7 +17,7 @@ from hired.presets import build_model, build_processor
 
 # family -> random-weight preset
 MODELS = {"llava_next": "tiny-llava-next", "llava": "tiny-llava", "internvl": "tiny-internvl",
-          "llava_onevision": "tiny-llava-onevision"}
+          "llava_onevision": "tiny-llava-onevision", "qwen2_5_vl": "tiny-qwen2.5-vl", "qwen3_vl": "tiny-qwen3-vl"}
 SIZES = {  # (height, width)
     "square": (336, 336),
     "wide": (300, 900),
@@ -26,6 +26,8 @@ SIZES = {  # (height, width)
     "odd": (333, 517),
 }
 LARGE = (1500, 2000)  # LLaVA-OneVision downsamples its 4 x 6 crops; InternVL: 12 tiles + thumbnail
+# Qwen: no downsampling, a larger picture is more regions; 1500 x 2000 (15k ViT tokens) costs minutes on CPU
+LARGES = {"qwen2_5_vl": (896, 1344), "qwen3_vl": (896, 1344)}
 PROMPT = "{image}\nwhat is the color of the square"  # {image}: the processor's image token
 FIXED_BUDGET = ["hired", "random", "spatial", "visionzip", "prumerge-fixed", "prumerge+-fixed", "hired+"]
 
@@ -54,7 +56,8 @@ def placeholders(processor, size):
 
 
 def no_hooks_left(model):
-    hooks = [h for m in model.model.vision_tower.modules() for h in (*m._forward_hooks.values(),
+    tower = getattr(model.model, "vision_tower", None) or model.model.visual  # Qwen: visual
+    hooks = [h for m in tower.modules() for h in (*m._forward_hooks.values(),
                                                                      *m._forward_pre_hooks.values())]
     return not any(getattr(h, "__module__", "").startswith("hired") for h in hooks)  # transformers has its own
 
@@ -108,15 +111,16 @@ def test_planned_tokens_equal_what_the_language_model_receives(family_model, met
 def test_planned_tokens_at_budget_one_equal_the_processors_placeholders(family_model, size):
     _, model, processor = family_model
     config = HiREDConfig(budget=1.0, newlines="all")
-    image_size = SIZES.get(size, LARGE)
+    image_size = SIZES.get(size, LARGES.get(family_model[0], LARGE))
     assert hired.planned_tokens(model.config, image_size, config) == placeholders(processor, image_size)
 
 
 def test_a_large_image_keeps_parity_and_its_planned_tokens(family_model):
     """The largest layouts (LLaVA-OneVision's bilinear downsampling): parity at budget 1.0, the
     planned counts at 20%, and a merging method (refused on an interpolated map)."""
-    _, model, processor = family_model
-    inputs = inputs_for(processor, [LARGE])
+    name, model, processor = family_model
+    large = LARGES.get(name, LARGE)
+    inputs = inputs_for(processor, [large])
     hired.remove(model)
     with torch.no_grad():
         logits = model(**inputs).logits[:, -1]
@@ -128,7 +132,7 @@ def test_a_large_image_keeps_parity_and_its_planned_tokens(family_model):
             model(**inputs)
             image = model.hired_report.images[0]
             assert image.kept == min(max(1, round(0.2 * image.total)), image.valid_tokens)
-            assert hired.planned_tokens(model.config, LARGE, config) == image.llm_tokens
+            assert hired.planned_tokens(model.config, large, config) == image.llm_tokens
         hired.apply(model, HiREDConfig(budget=0.2, method="visionzip"))
         if model.config.model_type == "llava_onevision":  # merges run before the projector, downsampling after
             with pytest.raises(hired.UnsupportedModelError, match="interpolated"):

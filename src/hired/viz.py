@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from hired.core.report import ImageReport
+from hired.errors import UnsupportedModelError
 
 DROPPED = 0.3  # brightness of dropped tokens
 INVALID = (96, 96, 96)  # tokens the model's unpadding removes (not part of the picture)
@@ -195,6 +196,9 @@ def collect(
     inputs = model_inputs(model, processor, image, prompt)
     image_processor = getattr(processor, "image_processor", processor)
     pixels = inputs["pixel_values"]  # [1, P, 3, H, W] (LLaVA-NeXT), or the image's flat crops [P, 3, H, W]
+    if pixels.dim() == 2:  # flat patches of one native-resolution picture (Qwen-VL): no crops to draw
+        raise UnsupportedModelError("hired viz draws crop-based models (LLaVA, InternVL); it cannot draw "
+                                    "native-resolution models such as Qwen-VL yet")
     pixels = pixels[0] if pixels.dim() == 5 else pixels
     pictures = partition_pictures(pixels, image_processor.image_mean, image_processor.image_std)
     family, _ = family_for_model(model)

@@ -26,9 +26,11 @@ def make_inputs(loaded: LoadedModel, width: int, height: int, batch: int, prompt
 
 
 def image_geometry(model: torch.nn.Module, height: int, width: int) -> dict[str, int]:
-    """Crops the ViT runs on, partition tokens, tokens the full model keeps (valid after
-    unpadding) and the image tokens it gives the language model (newlines included)."""
+    """Crops the ViT runs on, the tokens a ratio budget is a share of (partition tokens, or the
+    layout's ``budget_total``: LLaVA-OneVision's downsampled map, Qwen's picture without its
+    cells' padding), tokens the full model keeps (valid after unpadding) and the image tokens it
+    gives the language model (newlines included)."""
     family, _ = family_for_model(model)
     layout = family.layout(model.config, (height, width))
-    return {"crops": layout.partitions, "total": layout.total, "valid": int(layout.valid.sum()),
+    return {"crops": layout.partitions, "total": layout.denominator, "valid": int(layout.valid.sum()),
             "llm_tokens": layout.length}

@@ -121,6 +121,22 @@ def exact_budgets(
     return torch.cat([torch.tensor([full], dtype=torch.long), subs])
 
 
+def region_budgets(init_scores: Tensor, valid: Tensor, budget: int, alpha: float) -> Tensor:
+    """[P] budgets of P regions of one picture (no full view: Qwen's native-resolution cells),
+    summing exactly to ``min(budget, valid tokens)``: a share ``alpha`` in proportion to each
+    region's area (its valid tokens: the even coverage HiRED's full view gives), the rest in
+    proportion to its early-layer score mass; each capped at its valid tokens.
+
+    init_scores, valid: [P, N] early-layer scores and the tokens each region holds.
+    """
+    area = valid.sum(-1).double()
+    content = (init_scores.double().clamp_min(0) * valid).sum(-1)
+    if content.sum() <= 0:  # no signal: share by area
+        content = area
+    weights = alpha * area / area.sum().clamp_min(1) + (1 - alpha) * content / content.sum().clamp_min(1e-300)
+    return apportion(weights, valid.sum(-1), budget)
+
+
 def official_budgets(total: int, alpha: float, init_scores: Tensor, num_subimages: int, tokens: int) -> Tensor:
     """Per-partition budgets exactly as the published HiRED code computes them.
 

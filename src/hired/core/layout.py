@@ -31,8 +31,9 @@ class ImageLayout:
         order (the rows of ``pixel_values``); ``None`` when both orders agree (LLaVA-NeXT puts
         the full view first, InternVL last).
     sources, weights: [P, N, K] where a partition token is not one ViT token: the flat indices
-        ``crop * T + t`` (crops in the model's order, T ViT tokens per crop, CLS excluded) of the
-        ViT tokens it is made of, and their weights (``None``: 1 each). InternVL's pixel shuffle:
+        ``crop * T + t`` (crops in the model's order, T ViT tokens per crop, CLS excluded, in the
+        order the scored layers hold them: Qwen2.5-VL's window order) of the ViT tokens it is made
+        of, and their weights (``None``: 1 each). InternVL's pixel shuffle:
         the 4 patches of a token, summed; LLaVA-OneVision's bilinear downsampling: up to 4 source
         tokens with their interpolation weights (weight 0 pads). ``None``: token n of partition p
         is ViT token n of crop ``crop_order[p]``.

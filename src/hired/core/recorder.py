@@ -14,8 +14,10 @@ Backends see q and K in different shapes and pass them on unchanged:
   the sum over heads is the sum over ranks of per-rank sums: every rank ends with the same scores.
 
 Rotary embeddings, where the model applies them after the projection (Qwen), are applied by the
-backend's hook before it calls :meth:`ScoreRecorder.record`, and a window permutation is undone
-there too: scores come out in the model's token order. The recorder computes the CLS row
+backend's hook before it calls :meth:`ScoreRecorder.record`. Scores come out in the order the
+layer holds the tokens; where that is not the model's (Qwen2.5-VL's window order, a permutation
+within each image, which received attention at a global layer does not depend on), the image's
+layout (``ImageLayout.sources``) names each token's patches in that order. The recorder computes the CLS row
 (:func:`~hired.core.scoring.cls_attention`) or the attention each token receives
 (:func:`~hired.core.scoring.received_attention`, in query chunks): never a T x T matrix.
 """

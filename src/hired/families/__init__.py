@@ -17,9 +17,11 @@ from hired.families.internvl import InternVLFamily
 from hired.families.llava import LlavaFamily
 from hired.families.llava_next import LlavaNextFamily
 from hired.families.llava_onevision import LlavaOnevisionFamily
+from hired.families.qwen_vl import Qwen3VLFamily, Qwen25VLFamily
 
 FAMILIES: dict[str, Family] = {
-    family.name: family for family in (LlavaNextFamily(), LlavaFamily(), InternVLFamily(), LlavaOnevisionFamily())
+    family.name: family for family in (LlavaNextFamily(), LlavaFamily(), InternVLFamily(), LlavaOnevisionFamily(),
+                                       Qwen25VLFamily(), Qwen3VLFamily())
 }
 BY_MODEL_TYPE: dict[str, Family] = {t: family for family in FAMILIES.values() for t in family.model_types}
 

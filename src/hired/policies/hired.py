@@ -4,6 +4,11 @@ Phase 1 splits the budget between the full view (share ``alpha``) and the sub-im
 proportion to the early-layer CLS attention of the full view that falls in each sub-image's
 region; phase 2 keeps the tokens of each partition with the highest final-layer CLS attention.
 ``allocation="official"`` reproduces the published code's rounding and slot counting instead.
+
+Views with no full view (``view.full_view`` False: Qwen's cells of one native-resolution
+picture) share the budget among the regions by area (``alpha``) and early-layer score mass
+(:func:`hired.core.allocation.region_budgets`); the published code has no such mode, so official
+allocation reads them as exact mode does.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import torch
 
 from hired.config import HiREDConfig
-from hired.core.selection import hired_selection
+from hired.core.allocation import region_budgets
+from hired.core.selection import hired_selection, topk_masks
 from hired.core.view import ImageView, Selection
 from hired.policies.registry import register
 
@@ -33,6 +39,9 @@ def hired_policy(view: ImageView, config: HiREDConfig) -> Selection:
     """HiRED: budgets by early-layer content (phase 1), top-k by final-layer attention (phase 2)."""
     if keeps_everything(view, config):
         return Selection(torch.ones_like(view.valid), torch.full((view.partitions,), view.tokens))
+    if not view.full_view:
+        budgets = region_budgets(view.init_scores, view.valid, view.budget, config.alpha)
+        return Selection(topk_masks(view.final_scores, budgets, view.valid), budgets)
     valid = view.valid if config.allocation == "exact" else None
     keep, budgets = hired_selection(
         view.final_scores, view.init_scores[0], view.grid, view.budget, config.alpha, config.allocation, valid

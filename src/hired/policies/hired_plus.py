@@ -21,7 +21,8 @@ the rest in proportion to the early-layer content of their regions; exactly
   coverage. The full view then keeps its top-b by ``score x (1 - dedup_strength x coverage)``: its
   budget goes to what the kept sub-image tokens do not already show.
 
-Single-partition views (LLaVA-1.5, P == 1) have no sub-images: fusion only.
+Single-partition views (LLaVA-1.5, P == 1) have no sub-images: fusion only. Views with no full
+view (Qwen's regions of one picture) take ``hired``'s region budgets, and fusion only.
 
 Cost: per image, two normalisations and a weighted sum over [P, N] scores, one [S, 1, m, m]
 max-pool, two small products ([g, rows*m] x [rows*m, cols*m] x [cols*m, g]) and one extra top-k
@@ -52,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hired.config import HiREDConfig
-from hired.core.allocation import partition_budgets, picture_region, region_overlap_1d
+from hired.core.allocation import partition_budgets, picture_region, region_budgets, region_overlap_1d
 from hired.core.selection import topk_masks
 from hired.core.view import ImageView, Selection
 from hired.policies.registry import register
@@ -131,12 +132,15 @@ def hired_plus_select(
     """hired+ for one image: HiRED's exact budgets, fused scores, full view de-duplicated."""
     valid = view.valid
     P, N = view.final_scores.shape
-    budgets = partition_budgets(view.init_scores[0], view.grid, view.budget, budget_alpha, "exact", valid, P, N)
+    if view.full_view:
+        budgets = partition_budgets(view.init_scores[0], view.grid, view.budget, budget_alpha, "exact", valid, P, N)
+    else:
+        budgets = region_budgets(view.init_scores, valid, view.budget, budget_alpha)
     if fusion:
         scores = fused_scores(view.final_scores, view.init_scores, valid, final_weight, early_weight)
     else:  # the final-layer ranking itself (a per-partition scale would not change it)
         scores = view.final_scores.double().masked_fill(~valid, 0.0)
-    if P == 1 or not dedup:
+    if P == 1 or not dedup or not view.full_view:
         return Selection(topk_masks(scores, budgets, valid), budgets)
     keep_sub = topk_masks(scores[1:], budgets[1:], valid[1:])
     coverage = full_view_coverage(keep_sub, view.grid, N, valid[1:], widen)

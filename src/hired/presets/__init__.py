@@ -10,12 +10,13 @@ from transformers import PreTrainedTokenizerFast
 from hired.backends.hf.table import HF_MODELS
 from hired.checks import at_least
 from hired.errors import HiREDError, OptionError
-from hired.presets import internvl, llava_next, llava_onevision
+from hired.presets import internvl, llava_next, llava_onevision, qwen_vl
 from hired.presets.base import WORDS, FamilyPresets, Preset, word_tokenizer
 
 RECORDS: dict[str, FamilyPresets] = {
     record.family: record
-    for record in (llava_next.RECORD, llava_next.LLAVA_RECORD, internvl.RECORD, llava_onevision.RECORD)
+    for record in (llava_next.RECORD, llava_next.LLAVA_RECORD, internvl.RECORD, llava_onevision.RECORD,
+                   qwen_vl.RECORD_25, qwen_vl.RECORD_3)
 }
 PRESETS: dict[str, Preset] = {name: preset for record in RECORDS.values() for name, preset in record.presets.items()}
 

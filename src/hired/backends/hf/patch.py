@@ -18,7 +18,10 @@ unmodified one or refuses with an :class:`~hired.errors.InputError` naming why):
   unmodified model (they are moved by the tokens dropped);
 - ``inputs_embeds`` beside ``input_ids`` are shortened with them; without ``input_ids`` the image
   placeholders cannot be found (refused below 1.0); ``position_ids`` number the whole prompt
-  (refused below 1.0);
+  (refused below 1.0); where the row's ``rope`` says positions come from the image grid (mRoPE,
+  Qwen-VL), the patch computes the unmodified prompt's positions with the model's own code, keeps
+  those of the kept tokens and the text, and sets the rope deltas so decoding continues after
+  the full prompt's positions;
 - a cache (``past_key_values`` / ``cache``) a patched ``generate`` returned continues as with the
   unmodified model: the caller's prompt in ``input_ids`` is mapped back to the shortened one the
   cache holds (a prompt that does not start with it is refused);
@@ -39,9 +42,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import GenerationMixin
 
 from hired.backends.hf.hooks import recording
-from hired.backends.hf.prompt import shrink_prompt
+from hired.backends.hf.prompt import kept_first, shrink_prompt
 from hired.backends.hf.table import ImageCall, family_for_model
 from hired.checks import check_context
 from hired.config import HiREDConfig
@@ -124,6 +128,10 @@ class ImageEncoder:
 
             def merge_before_projector(_module: nn.Module, args: tuple) -> tuple:
                 select()
+                if self.row.packed_projector:  # [sum L_i, D]: each image's rows as one crop
+                    rows = args[0].split([layout.length - layout.newlines for layout in step.layouts])
+                    merged = step.merge([r[None] for r in rows])
+                    return (torch.cat([m[0] for m in merged]), *args[1:])
                 return (torch.cat(step.merge(args[0])), *args[1:])
 
             handle = (self.row.projector(self.model).register_forward_pre_hook(merge_before_projector)
@@ -194,10 +202,17 @@ class HFPatch:
         kwargs = dict(kwargs)
         check_pixels(kwargs.get("pixel_values"))
         call = self.encoder.image_call(kwargs)
-        features, reports = self.encoder.encode(call)
+        encoded = self.encoder.run(call)
+        features, reports = self.encoder.cut(encoded)
+        rope = self.encoder.row.rope
+        positions = rope.index(self.model, kwargs, call) if rope is not None else None
         input_ids = kwargs.pop("input_ids")
         extra = {key: kwargs.pop(key) for key in PER_TOKEN_INPUTS if kwargs.get(key) is not None}
         image_token_id = self.model.config.image_token_id
+        if positions is not None:  # each kept token keeps the unmodified prompt's position
+            kept = [layout.sequence_mask(report.keep_mask & layout.valid, self.config.newline_policy)
+                    for layout, report in zip(encoded.step.layouts, reports)]
+            extra["position_ids"] = kept_first(positions[0].permute(1, 2, 0), input_ids, image_token_id, kept)
         shrunk = shrink_prompt(
             input_ids,
             kwargs.pop("attention_mask", None),
@@ -209,6 +224,10 @@ class HFPatch:
         )
         check_context(self.model.config, shrunk["input_ids"].shape[1], "the prompt after token dropping")
         image_tokens = int((shrunk["input_ids"] == image_token_id).sum())
+        if positions is not None:  # decoding continues after the full prompt's last position
+            kwargs["position_ids"] = shrunk.pop("position_ids").permute(2, 0, 1)
+            dropped = (input_ids == image_token_id).sum(1) - (shrunk["input_ids"] == image_token_id).sum(1)
+            rope.set_deltas(self.model, positions[1] + dropped.to(positions[1])[:, None])
         self.model.hired_report = HiREDReport(self.config.method, self.config.to_dict(), reports, image_tokens)
         kwargs.update({k: v for k, v in shrunk.items() if v is not None})
         kwargs["mm_encoder_outputs"] = {"image": self.encoder.row.encoder_outputs(features)}
@@ -285,6 +304,11 @@ class HFPatch:
         with torch.no_grad():
             prepared = self.prepare(kwargs)
         prompt, short = kwargs["input_ids"], prepared["input_ids"]
+        if self.encoder.row.rope is not None:  # generate takes mRoPE positions with the text positions first
+            text = GenerationMixin._prepare_position_ids_for_generation(
+                self.model, short, {"attention_mask": prepared.get("attention_mask")})
+            prepared["position_ids"] = torch.cat([text[None].expand(1, *short.shape).to(short),
+                                                  prepared["position_ids"]])
         prepared.update(generation_lengths(self.model, kwargs, prompt.shape[1], short.shape[1]))
         out = original(**prepared)
         self.remember(out, prompt, short, prepared.get("attention_mask"))

@@ -37,6 +37,23 @@ def drop_image_placeholders(
     return keep.view_as(input_ids)
 
 
+def kept_first(values: Tensor, input_ids: Tensor, image_token_id: int, kept: list[Tensor]) -> Tensor:
+    """``values`` [B, L, ...] with each image's placeholder run reordered so that the values of
+    its kept tokens (``kept[i]``: [L_i] mask over the image's run, in order) come first, in
+    order: :func:`drop_image_placeholders` keeps the first kept-count placeholders of a run, so
+    per-token values that differ along a run (mRoPE positions) then follow their tokens."""
+    where = torch.nonzero((input_ids == image_token_id).flatten()).flatten()
+    mask = torch.cat(kept).to(where.device)
+    if mask.numel() != where.numel():
+        raise ImageTokenMismatchError(f"{where.numel()} image placeholders for images of {mask.numel()} tokens")
+    image_of = torch.repeat_interleave(torch.arange(len(kept), device=where.device),
+                                       torch.tensor([k.numel() for k in kept], device=where.device))
+    order = torch.argsort(image_of * 2 + (~mask).long(), stable=True)  # per image: kept, then dropped
+    flat = values.flatten(0, 1).clone()
+    flat[where] = flat[where[order]]
+    return flat.view_as(values)
+
+
 def padding_side(attention_mask: Tensor | None) -> str:
     """'left' unless the mask shows right padding (the side generation expects)."""
     if attention_mask is None or attention_mask.shape[1] == 0:

@@ -15,11 +15,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from hired.backends.hf.hooks import QKSource, pair_source
 from hired.backends.hf.processors import processor_with_image_sizes
-from hired.errors import ImageTokenMismatchError, UnsupportedModelError
+from hired.core.recorder import ScoreRecorder
+from hired.errors import ImageTokenMismatchError, InputError, UnsupportedModelError
 from hired.families import FAMILIES, Family, ImageInput
 
 ImageCall = dict[str, Any]  # the image arguments of one call: pixel_values, image_sizes, input_ids, options
@@ -67,6 +69,109 @@ def internvit_qk(layer: nn.Module) -> QKSource:
         raise UnsupportedModelError(f"InternVL vision layer {type(layer).__name__} has no attention with "
                                     "q_proj/k_proj/q_norm/k_norm to hook")
     return pair_source(attn.q_norm, attn.k_norm)  # q and K after the q/k norms (identities when off), as used
+
+
+def qwen_blocks(model: nn.Module) -> nn.ModuleList:
+    blocks = getattr(getattr(model.model, "visual", None), "blocks", None)
+    if blocks is None:
+        raise UnsupportedModelError(f"{type(model).__name__} has no model.visual.blocks to hook")
+    return blocks
+
+
+def qwen_qk(block: nn.Module) -> QKSource:
+    """q and K of a Qwen ViT block as its attention uses them: the fused ``qkv`` output after the
+    2-D rotary embedding (``position_embeddings`` of the attention call), per image (its
+    ``cu_seqlens``: a global layer's segments are the images), in the order the block holds the
+    patches (Qwen2.5-VL's window order, which the layout's ``sources`` undo)."""
+    attn = getattr(block, "attn", None)
+    if not hasattr(attn, "qkv"):
+        raise UnsupportedModelError(f"Qwen vision block {type(block).__name__} has no attn.qkv to hook")
+
+    def attach(recorder: ScoreRecorder, layer: int) -> list[RemovableHandle]:
+        call: dict[str, Any] = {}
+
+        def before(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            call["cu_seqlens"] = kwargs.get("cu_seqlens", args[1] if len(args) > 1 else None)
+            call["position_embeddings"] = kwargs.get("position_embeddings", args[2] if len(args) > 2 else None)
+
+        def after(_module: nn.Module, _inputs: tuple, qkv: Tensor) -> None:
+            cos, sin = call["position_embeddings"]
+            q, k, _ = qkv.reshape(qkv.shape[0], 3, attn.num_heads, -1).unbind(1)
+            q, k = rotary_vision(q, k, cos, sin)
+            segments = torch.diff(call["cu_seqlens"]).tolist()
+            recorder.record(layer, q.flatten(1), k.flatten(1), segments)
+
+        return [attn.register_forward_pre_hook(before, with_kwargs=True), attn.qkv.register_forward_hook(after)]
+
+    return attach
+
+
+def rotary_vision(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """The 2-D rotary embedding of Qwen's ViT on [T, H, d] q and K (``apply_rotary_pos_emb_vision``)."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+
+    return apply_rotary_pos_emb_vision(q, k, cos, sin)
+
+
+def qwen_images(model: nn.Module, call: ImageCall) -> list[ImageInput]:
+    """Each image's patch grid from ``image_grid_thw``; videos are refused (hired drops image tokens)."""
+    if call.get("pixel_values_videos") is not None or call.get("video_grid_thw") is not None:
+        raise InputError("hired drops image tokens only; pass videos to the unpatched model (hired.remove)")
+    grids = call.get("image_grid_thw")
+    if grids is None:
+        raise ImageTokenMismatchError("Qwen-VL needs image_grid_thw with pixel_values (the processor returns both)")
+    return [ImageInput(grid=(int(t), int(h), int(w))) for t, h, w in grids.tolist()]
+
+
+def qwen_call(call: ImageCall) -> ImageCall:
+    return {"pixel_values": call["pixel_values"], "image_grid_thw": call["image_grid_thw"]}
+
+
+def encode_qwen(model: nn.Module, call: ImageCall, crops: list[int]) -> list[Tensor]:
+    out = model.model.get_image_features(return_dict=True, **qwen_call(call))
+    return list(out.pooler_output)
+
+
+def encode_deepstack(model: nn.Module, call: ImageCall, crops: list[int]) -> list[tuple[Tensor, ...]]:
+    """Qwen3-VL: each image's main features and its deepstack features, streams of one token axis."""
+    out = model.model.get_image_features(return_dict=True, **qwen_call(call))
+    return [(main, *deep) for main, *deep in zip(out.pooler_output, *out.deepstack_features)]
+
+
+def as_deepstack(features: list[tuple[Tensor, ...]]) -> BaseModelOutputWithPooling:
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import BaseModelOutputWithDeepstackFeatures
+
+    streams = list(zip(*features))
+    return BaseModelOutputWithDeepstackFeatures(pooler_output=list(streams[0]),
+                                                deepstack_features=[list(s) for s in streams[1:]])
+
+
+def qwen_rope_index(model: nn.Module, kwargs: dict[str, Any], call: ImageCall) -> tuple[Tensor, Tensor]:
+    """The full prompt's mRoPE positions [3, B, L] and deltas [B, 1], from the model's own
+    ``get_rope_index`` (what the unmodified model uses)."""
+    input_ids = kwargs["input_ids"]
+    types = kwargs.get("mm_token_type_ids")
+    if types is None:
+        types = (input_ids == model.config.image_token_id).int()
+    return model.model.get_rope_index(input_ids, types, image_grid_thw=call["image_grid_thw"],
+                                      attention_mask=kwargs.get("attention_mask"))
+
+
+def set_rope_deltas(model: nn.Module, deltas: Tensor) -> None:
+    model.model.rope_deltas = deltas
+
+
+@dataclass(frozen=True)
+class Rope:
+    """Where a model's language positions come from the image grid (mRoPE): ``index`` gives the
+    unmodified model's positions of the full prompt ([R, B, L]) and its rope deltas ([B, 1]);
+    ``set_deltas`` stores the deltas the model continues decoding with."""
+
+    index: Callable[[nn.Module, dict[str, Any], ImageCall], tuple[Tensor, Tensor]]
+    set_deltas: Callable[[nn.Module, Tensor], None]
+
+
+QWEN_ARGS = ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 
 
 def sizes_of(call: ImageCall, count: int) -> list[tuple[int, int] | None]:
@@ -152,7 +257,10 @@ class HFModel:
     options), one packed [L_i, D] (or tuple of streams) per image in the model's packing, given the
     images' layouts' crops. encoder_outputs: the kept features as ``mm_encoder_outputs["image"]``.
     image_args: the call's arguments that describe images (popped before the language model).
-    prepare_processor: the processor a loaded checkpoint is used with.
+    prepare_processor: the processor a loaded checkpoint is used with. packed_projector: the
+    projector takes every image's tokens packed as rows ``[sum L_i, D]`` (Qwen's merger MLP), not
+    ``[crops, N, D]``. rope: where language positions come from the image grid (mRoPE), how to
+    keep the unmodified model's positions for the kept tokens.
     """
 
     model_class: str
@@ -165,6 +273,8 @@ class HFModel:
     image_args: tuple[str, ...] = ("pixel_values", "image_sizes", "vision_feature_layer",
                                    "vision_feature_select_strategy", "batch_num_images")
     prepare_processor: Callable[[Any, Any], Any] = same_processor
+    packed_projector: bool = False
+    rope: Rope | None = None
 
     def transformers_class(self) -> type:
         import transformers
@@ -187,6 +297,12 @@ HF_MODELS: dict[str, HFModel] = {
                         encode_tiles, as_one_row, prepare_processor=internvl_processor),
     "llava_onevision": HFModel("LlavaOnevisionForConditionalGeneration", siglip_or_clip_layers, self_attn_qk,
                                per_pixel_row, lambda model, call, crops: encode_listed(model, call)),
+    "qwen2_5_vl": HFModel("Qwen2_5_VLForConditionalGeneration", qwen_blocks, qwen_qk, qwen_images, encode_qwen,
+                          projector=lambda model: model.model.visual.merger.mlp, image_args=QWEN_ARGS,
+                          packed_projector=True, rope=Rope(qwen_rope_index, set_rope_deltas)),
+    "qwen3_vl": HFModel("Qwen3VLForConditionalGeneration", qwen_blocks, qwen_qk, qwen_images, encode_deepstack,
+                        as_deepstack, projector=lambda model: model.model.visual.merger.linear_fc1,
+                        image_args=QWEN_ARGS, packed_projector=True, rope=Rope(qwen_rope_index, set_rope_deltas)),
 }
 
 
