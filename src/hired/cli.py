@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 
 from hired.config import MAX_SEED
 from hired.errors import HiREDError, OptionError
+from hired.families import FAMILIES
 
 try:  # typer >= 0.29 ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -32,8 +33,8 @@ except ImportError:  # pragma: no cover - older typer on click
 # written, "[/b]" included; hired's own colours are styles (``style=``, :func:`labelled`).
 console = Console(soft_wrap=True, markup=False)
 errors = Console(stderr=True, soft_wrap=True, markup=False)
-HELP = ("HiRED token dropping for vision-language models: LLaVA-NeXT, LLaVA-1.5, LLaVA-OneVision and InternVL "
-        "(transformers checkpoints, or vLLM through the hired[vllm] plugin).")
+HELP = (f"HiRED token dropping for vision-language models: {', '.join(f.label for f in FAMILIES.values())} "
+        f"(transformers checkpoints; LLaVA-NeXT and LLaVA-1.5 under vLLM too, through the hired[vllm] plugin).")
 MODEL_HELP = "demo (the bundled model, default), a preset name, a hub id or a local folder."
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 DTYPE_HELP = "auto, float32, float16 or bfloat16."

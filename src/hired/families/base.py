@@ -11,7 +11,8 @@ needs (score layers and heads, counts) is resolved by :class:`hired.recipe.Recip
 
 A new family implements (as peft's tuners implement ``BaseTuner``):
 
-- ``name`` and ``model_types`` (the transformers ``model_type`` values it reads);
+- ``name``, ``label`` (its name for users) and ``model_types`` (the transformers ``model_type``
+  values it reads);
 - :meth:`layout` (required): an image's :class:`~hired.core.layout.ImageLayout` from the model
   config and what is known of the image (:class:`ImageInput`);
 - :meth:`image_input`, where the processor makes more of a picture than its size (InternVL's
@@ -89,6 +90,7 @@ class Family:
     from ``vision_feature_layer``); see the module docstring for what a family implements."""
 
     name: str = ""
+    label: str = ""  # how users name it ("LLaVA-NeXT"), in help texts and reports
     model_types: tuple[str, ...] = ()
 
     # -- an image's layout ------------------------------------------------------------------------

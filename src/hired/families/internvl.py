@@ -118,6 +118,7 @@ def internvl_layout(side: int, ratio: float, grid: tuple[int, int]) -> ImageLayo
 
 class InternVLFamily(Family):
     name = "internvl"
+    label = "InternVL"
     model_types = ("internvl",)
 
     def side(self, model_config: Any) -> int:

@@ -10,6 +10,7 @@ from hired.families.base import Family, ImageInput
 
 class LlavaFamily(Family):
     name = "llava"
+    label = "LLaVA-1.5"
     model_types = ("llava",)
 
     def layout(self, model_config: Any, image: ImageInput | tuple[int, int] | None = None) -> ImageLayout:

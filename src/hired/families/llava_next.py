@@ -41,6 +41,7 @@ def anyres_layout(crop: int, patch: int, pinpoints: tuple[tuple[int, int], ...],
 
 class LlavaNextFamily(Family):
     name = "llava_next"
+    label = "LLaVA-NeXT"
     model_types = ("llava_next",)
 
     def layout(self, model_config: Any, image: ImageInput | tuple[int, int]) -> ImageLayout:

@@ -100,6 +100,7 @@ def onevision_layout(crop: int, patch: int, pinpoints: tuple[tuple[int, int], ..
 
 class LlavaOnevisionFamily(Family):
     name = "llava_onevision"
+    label = "LLaVA-OneVision"
     model_types = ("llava_onevision",)
 
     def has_cls(self, model_config: Any) -> bool:

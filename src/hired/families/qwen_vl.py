@@ -194,6 +194,7 @@ class QwenVLFamily(Family):
 
 class Qwen25VLFamily(QwenVLFamily):
     name = "qwen2_5_vl"
+    label = "Qwen2.5-VL"
     model_types = ("qwen2_5_vl",)
     default_pixels = (3136, 12845056)  # Qwen/Qwen2.5-VL-*-Instruct preprocessor_config.json
 
@@ -213,5 +214,6 @@ class Qwen25VLFamily(QwenVLFamily):
 
 class Qwen3VLFamily(QwenVLFamily):
     name = "qwen3_vl"
+    label = "Qwen3-VL"
     model_types = ("qwen3_vl",)
     default_pixels = (65536, 16777216)  # Qwen/Qwen3-VL-*-Instruct: size shortest_edge / longest_edge
