@@ -311,3 +311,19 @@ def test_tower_lora_is_refused_at_start_up_when_hired_is_configured(monkeypatch)
     vllm_config.lora_config.enable_tower_connector_lora = False  # LoRA on the language model only
     check_vllm_config(vllm_config)
     check_vllm_config(SimpleNamespace(model_config=vllm_config.model_config, lora_config=None))
+
+
+def test_the_recorder_scores_a_request_made_twice_once(monkeypatch):
+    """init and final at the same layer (a shrunk tower, LLaVA-1.5's defaults) cost one score."""
+    calls = []
+    score = ScoreRecorder.score
+    monkeypatch.setattr(ScoreRecorder, "score", lambda self, q, k, r: calls.append(r) or score(self, q, k, r))
+    request = ScoreRequest(1, 2, kind="received")
+    recorder = ScoreRecorder({"init": request, "final": request, "other": ScoreRequest(1, 1, kind="received")},
+                             has_cls=False)
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 9, 8), torch.randn(2, 9, 8)
+    recorder.record(1, q, k)
+    assert len(calls) == 2
+    torch.testing.assert_close(recorder.scores["init"], received_attention(q, k, 2, 0))
+    assert recorder.scores["final"] is recorder.scores["init"]

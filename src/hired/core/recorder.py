@@ -83,9 +83,12 @@ class ScoreRecorder:
             else:
                 lengths = [int(s) for s in segments]
                 pieces = [(qs[None], ks[None]) for qs, ks in zip(q.split(lengths), k.split(lengths))]
+            computed: dict[ScoreRequest, list[Tensor]] = {}  # the same request twice (init == final) once
             for name, request in self.requests.items():
                 if request.layer == layer:
-                    out = [self.score(qs, ks, request) for qs, ks in pieces]
+                    if request not in computed:
+                        computed[request] = [self.score(qs, ks, request) for qs, ks in pieces]
+                    out = computed[request]
                     self.scores[name] = out[0] if segments is None else out
             if layer in self.keep_keys:
                 out = [self.gather(ks[:, self.skip:].contiguous()) for _, ks in pieces]
