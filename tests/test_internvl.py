@@ -137,3 +137,31 @@ def test_from_pretrained_loads_a_saved_checkpoint_as_transformers_does(tmp_path,
     with torch.no_grad():
         loaded(**inputs)
     assert loaded.hired_report.images[0].kept == round(0.2 * 4 * 256)
+
+
+@pytest.mark.parametrize("size", [(300, 900), (896, 1344), (2000, 300), (448, 448), (50, 70)])
+def test_a_checkpoint_saved_as_the_hf_ones_plans_and_runs_every_size(tmp_path_factory, model_and_processor, size):
+    """The "-hf" checkpoints save crop_to_patches=false (the processor crops on every call anyway)
+    and max_patches 12: the tiles come from the placeholders, so every size plans and runs, also
+    with tile limits given at call time."""
+    model, _ = model_and_processor
+    folder = tmp_path_factory.mktemp("internvl-hf")
+    processor = build_processor("internvl")
+    processor.image_processor.crop_to_patches = False
+    processor.image_processor.max_patches = 12
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    loaded, loaded_processor = hired.from_pretrained(str(folder), HiREDConfig(budget=0.2))
+    assert loaded_processor.image_processor.crop_to_patches is False
+    for limits in ({}, {"max_patches": 2}):
+        inputs = dict(loaded_processor(images=[noise_image(*size)], text=["<IMG_CONTEXT>\nwhat"],
+                                       return_tensors="pt", **limits))
+        placeholders = int((inputs["input_ids"] == loaded.config.image_token_id).sum())
+        options = {"max_patches": limits.get("max_patches", 12)}
+        assert hired.planned_tokens(loaded.config, size, HiREDConfig(budget=1.0), processor=options) == placeholders
+        with torch.no_grad():
+            loaded(**inputs)
+        report = loaded.hired_report.images[0]
+        assert report.llm_tokens == hired.planned_tokens(loaded.config, size, HiREDConfig(budget=0.2),
+                                                         processor=options)
+        assert report.llm_tokens < placeholders or placeholders == 256
