@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from hired.core.view import token_shape
+
 NEWLINE = -1  # a position that holds an image-newline token, not a partition token
 NewlinePolicy = Literal["kept_rows", "all", "none"]
 
@@ -68,10 +70,7 @@ class ImageLayout:
     @property
     def token_shape(self) -> tuple[int, int]:
         """(rows, cols) of each partition's tokens."""
-        if self.shape is not None:
-            return self.shape
-        side = int(round(self.tokens**0.5))
-        return (side, side) if side * side == self.tokens else (1, self.tokens)
+        return token_shape(self.tokens, self.shape)
 
     @property
     def encoder_crops(self) -> int:

@@ -7,6 +7,14 @@ from dataclasses import dataclass
 from torch import Tensor
 
 
+def token_shape(tokens: int, shape: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(rows, cols) of a partition's ``tokens`` in raster order: ``shape`` where given, else a
+    square where ``tokens`` is one, else one row."""
+    if shape is not None:
+        return shape
+    side = int(round(tokens**0.5))
+    return (side, side) if side * side == tokens else (1, tokens)
+
 @dataclass
 class ImageView:
     """One image's scores as a policy sees them: P partitions of N tokens, in the order HiRED
@@ -26,10 +34,7 @@ class ImageView:
     @property
     def token_shape(self) -> tuple[int, int]:
         """(rows, cols) of each partition's N tokens in raster order."""
-        if self.shape is not None:
-            return self.shape
-        side = int(round(self.tokens**0.5))
-        return (side, side) if side * side == self.tokens else (1, self.tokens)
+        return token_shape(self.tokens, self.shape)
 
     @property
     def partitions(self) -> int:
