@@ -342,7 +342,7 @@ def test_continuing_a_cache_uses_the_unmodified_positions(qwen):
         torch.testing.assert_close(short, full)
 
 
-def test_cli_runs_the_tiny_presets_and_viz_refuses_in_one_line(tmp_path):
+def test_cli_runs_the_tiny_presets_and_viz_draws_the_cells(tmp_path):
     import json
 
     from typer.testing import CliRunner
@@ -358,7 +358,10 @@ def test_cli_runs_the_tiny_presets_and_viz_refuses_in_one_line(tmp_path):
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout.strip().splitlines()[-1])
         assert data["kept"] == round(0.2 * data["total"]) == data["llm_image_tokens"]
+    from PIL import Image
+
     viz = runner.invoke(app, ["viz", "--model", NAMES["qwen2_5_vl"], "-i", str(picture), "--out",
-                              str(tmp_path / "k.png")])
-    assert viz.exit_code == 2 and "native-resolution" in viz.stderr
-    assert len(viz.stderr.strip().splitlines()) == 1
+                              str(tmp_path / "k.png"), "--methods", "hired,random", "--panel", "96"])
+    assert viz.exit_code == 0, viz.output
+    assert "2 rows x 2 panels" in viz.output  # 300 x 900 -> 308 x 896 px: 1 x 2 cells of 448 px
+    assert Image.open(tmp_path / "k.png").format == "PNG"

@@ -64,6 +64,25 @@ def test_partition_pictures_undo_the_processor_normalisation(tiny_next):
     assert np.abs(np.asarray(pictures[0]).astype(int) - [200, 40, 90]).max() <= 2
 
 
+def test_a_native_resolution_picture_is_rebuilt_from_its_patches_and_cut_into_cells():
+    """Qwen-VL's flat patches (merge groups consecutive) back to the picture, pixel for pixel
+    where the processor did not resize (sides already multiples of 28), then its 448 px cells."""
+    from hired.presets import build_processor
+    from hired.viz import cell_pictures, native_picture
+
+    processor = build_processor("qwen2_5_vl").image_processor
+    original = noise_image(280, 504)
+    out = processor(images=original, return_tensors="pt")
+    grid = tuple(out["image_grid_thw"][0].tolist())
+    assert grid == (1, 20, 36)
+    rebuilt = native_picture(out["pixel_values"], grid, processor)
+    assert rebuilt.size == original.size
+    assert np.abs(np.asarray(rebuilt).astype(int) - np.asarray(original.convert("RGB")).astype(int)).max() <= 2
+    cells = cell_pictures(rebuilt, 448, (1, 2))
+    assert [c.size for c in cells] == [(448, 448)] * 2
+    assert np.asarray(cells[1])[0, 56:].tolist() == [[96, 96, 96]] * (448 - 56)  # past the picture: grey
+
+
 @pytest.fixture(scope="module")
 def picture(tmp_path_factory):
     path = tmp_path_factory.mktemp("img") / "wide.png"
